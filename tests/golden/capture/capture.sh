@@ -25,7 +25,7 @@ if [ ! -d "$root/tests/node/node_modules" ]; then
 fi
 
 topics=()
-for t in none gzip snappy lz4 zstd idem txn; do
+for t in none gzip snappy lz4 zstd idem txn acks0; do
     topics+=(--topic "golden-$t:1")
 done
 
