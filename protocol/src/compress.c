@@ -87,7 +87,7 @@ static bool outbuf_resize(struct outbuf *ob, size_t cap)
 /* Makes room for at least `need` more bytes (need <= max - len is checked by the caller). */
 static int outbuf_reserve(struct outbuf *ob, size_t need)
 {
-    if (ob->cap - ob->len >= need) {
+    if (ob->p != NULL && ob->cap - ob->len >= need) {
         return 0;
     }
     size_t want = ob->len + need;

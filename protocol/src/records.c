@@ -136,7 +136,8 @@ int kp_batch_parse(const void *buf, size_t len, unsigned flags, struct kp_batch 
         return fail(err, KP_ERROR_INVALID_RECORD, "lastOffsetDelta is below recordCount - 1",
                     -EBADMSG);
     }
-    if (out->base_offset > INT64_MAX - out->last_offset_delta) {
+    int64_t last;
+    if (__builtin_add_overflow(out->base_offset, (int64_t)out->last_offset_delta, &last)) {
         return fail(err, KP_ERROR_CORRUPT_MESSAGE, "baseOffset + lastOffsetDelta overflows",
                     -EBADMSG);
     }

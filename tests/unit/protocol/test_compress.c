@@ -138,6 +138,17 @@ static void test_raw_snappy(void **state)
     assert_memory_equal(d, data, 70000);
     free(d);
     assert_int_equal(kp_decompress(KP_CODEC_SNAPPY, c, clen, 69999, &d, &dlen, &why), -EFBIG);
+    /* An empty raw block, and an xerial stream of one empty block (found by the fuzzer). */
+    uint8_t empty[] = {0x00};
+    assert_int_equal(kp_decompress(KP_CODEC_SNAPPY, empty, 1, 100, &d, &dlen, &why), 0);
+    assert_int_equal(dlen, 0);
+    free(d);
+    uint8_t xempty[] = {0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0, 0, 0, 0,
+                        1,    0,   0,   0,   1,   0,   0,   0, 1, 0};
+    assert_int_equal(kp_decompress(KP_CODEC_SNAPPY, xempty, sizeof(xempty), 100, &d, &dlen, &why),
+                     0);
+    assert_int_equal(dlen, 0);
+    free(d);
     /* A raw block claiming 4 GiB is refused from its header alone. */
     uint8_t claim[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x00};
     assert_int_equal(kp_decompress(KP_CODEC_SNAPPY, claim, sizeof(claim), 1 << 20, &d, &dlen, &why),

@@ -436,6 +436,14 @@ static void test_bad_header_fields(void **state)
     assert_int_equal(kp_batch_validate_records(&batch, 0, CAP, &err), -EBADMSG);
     assert_int_equal(err.code, invalid);
 
+    /* baseOffset + lastOffsetDelta must not overflow (found by the fuzzer). */
+    put32(b + 23, (uint32_t)-1);
+    memset(b, 0x80, 1);
+    memset(b + 1, 0, 7);
+    fix_crc(b, sizeof(b));
+    assert_int_equal(kp_batch_parse(b, sizeof(b), 0, &batch, &err), -EBADMSG);
+    assert_int_equal(err.code, KP_ERROR_CORRUPT_MESSAGE);
+
     /* A huge count with a matching lastOffsetDelta needs more bytes than there are. */
     put32(b + 57, INT32_MAX);
     put32(b + 23, INT32_MAX - 1);
