@@ -758,6 +758,65 @@ static void test_random_corruption(void **state)
     free(f.big);
 }
 
+/*
+ * Real clients' batches: every Produce frame listed in tests/golden/frames/MANIFEST.tsv (captured
+ * by the golden-frames tooling) holds batches that parse with Kafka's producer rules and whose
+ * records all decode. Batches are found by scanning for a header that parses with a valid CRC,
+ * so this test does not depend on the generated Produce decoder.
+ */
+static void test_real_client_batches(void **state)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/tests/golden/frames/MANIFEST.tsv", RUNNEL_SOURCE_DIR);
+    FILE *manifest = fopen(path, "r");
+    if (manifest == NULL) {
+        skip();
+    }
+    char line[1024];
+    int per_codec[5] = {0};
+    int frames = 0;
+    while (fgets(line, sizeof(line), manifest) != NULL) {
+        char client[64], file[512];
+        int api_key;
+        if (line[0] == '#' ||
+            sscanf(line, "%63[^\t]\t%511[^\t]\t%d", client, file, &api_key) != 3 || api_key != 0) {
+            continue;
+        }
+        snprintf(path, sizeof(path), "%s/tests/golden/frames/%s", RUNNEL_SOURCE_DIR, file);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        static uint8_t buf[1 << 20];
+        size_t n = fread(buf, 1, sizeof(buf), f);
+        fclose(f);
+        int found = 0;
+        for (size_t off = 0; off + KP_BATCH_HEADER_SIZE <= n; off++) {
+            struct kp_batch b;
+            struct kp_batch_err err;
+            if (buf[off + 16] != KP_BATCH_MAGIC_V2 ||
+                kp_batch_parse(buf + off, n - off, KP_BATCH_PRODUCE, &b, &err) != 0) {
+                continue;
+            }
+            if (kp_batch_validate_records(&b, KP_BATCH_PRODUCE, CAP, &err) != 0) {
+                fail_msg("%s: batch at %zu: %s", file, off, err.why);
+            }
+            per_codec[kp_batch_codec(&b)]++;
+            found++;
+            off += b.len - 1;
+        }
+        if (found == 0) {
+            fail_msg("%s: no record batch found", file);
+        }
+        frames++;
+    }
+    fclose(manifest);
+    if (frames == 0) {
+        skip();
+    }
+    for (int codec = 0; codec <= 4; codec++) {
+        assert_true(per_codec[codec] > 0);
+    }
+}
+
 int run_test_records(void)
 {
     const struct CMUnitTest tests[] = {
@@ -775,6 +834,7 @@ int run_test_records(void)
         cmocka_unit_test(test_control_batch),
         cmocka_unit_test(test_decompression_cap),
         cmocka_unit_test(test_random_corruption),
+        cmocka_unit_test(test_real_client_batches),
     };
     return cmocka_run_group_tests_name("records", tests, NULL, NULL);
 }
