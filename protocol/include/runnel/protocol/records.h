@@ -49,13 +49,16 @@
 #define KP_CONTROL_COMMIT 1
 
 /* Flags for kp_batch_parse() and the batch iterator. */
-#define KP_BATCH_SKIP_CRC 0x01 /* do not verify the CRC (already checked before) */
-#define KP_BATCH_PRODUCE                                                                           \
-    0x02 /* Kafka's rules for batches from producers: count > 0,                                   \
-            count == lastOffsetDelta + 1, no control batches */
-#define KP_BATCH_PARTIAL_TAIL                                                                      \
-    0x04 /* iterator: a truncated last batch ends the walk quietly                                 \
-            (fetched data may end mid-batch) */
+/* Do not verify the CRC (it was checked before). */
+#define KP_BATCH_SKIP_CRC 0x01
+/*
+ * Kafka's rules for batches from producers: recordCount > 0, recordCount == lastOffsetDelta + 1,
+ * no control batches. (Kafka also wants exactly one batch per partition in Produce v3+; counting
+ * them is the handler's job.)
+ */
+#define KP_BATCH_PRODUCE 0x02
+/* Iterator only: a batch cut off by the end of the buffer ends the walk quietly (fetched data). */
+#define KP_BATCH_PARTIAL_TAIL 0x04
 
 /* Flags for kp_batch_validate_records(). */
 #define KP_RECORDS_REQUIRE_KEY 0x100 /* every record needs a non-null key (compacted topics) */
@@ -69,23 +72,23 @@ struct kp_batch_err {
 
 /* A parsed batch header: the fields, plus views of the batch and its record bytes. */
 struct kp_batch {
-    const uint8_t *ptr; /* first byte of the batch (baseOffset) */
-    size_t len;         /* whole batch in bytes: 12 + batchLength */
-    int64_t base_offset;
-    int32_t batch_length; /* bytes after the batchLength field */
-    int32_t partition_leader_epoch;
-    int8_t magic;       /* always 2 after a successful parse */
-    uint32_t crc;       /* as stored */
-    int16_t attributes; /* KP_ATTR_* bits */
-    int32_t last_offset_delta;
-    int64_t base_timestamp; /* ms since the epoch (or the delete horizon) */
-    int64_t max_timestamp;  /* ms since the epoch */
-    int64_t producer_id;    /* -1 when not idempotent */
-    int16_t producer_epoch; /* -1 when not idempotent */
-    int32_t base_sequence;  /* -1 when not idempotent */
-    int32_t record_count;
-    const uint8_t *records; /* record bytes (compressed as a whole when codec != 0) */
-    size_t records_len;     /* bytes */
+    const uint8_t *ptr;             /* first byte of the batch (baseOffset) */
+    size_t len;                     /* whole batch in bytes: 12 + batchLength */
+    int64_t base_offset;            /* offset of the first record (the broker assigns it) */
+    int32_t batch_length;           /* bytes after the batchLength field */
+    int32_t partition_leader_epoch; /* set by the broker; -1 from producers */
+    int8_t magic;                   /* always 2 after a successful parse */
+    uint32_t crc;                   /* as stored */
+    int16_t attributes;             /* KP_ATTR_* bits */
+    int32_t last_offset_delta;      /* last record's offset minus base_offset */
+    int64_t base_timestamp;         /* ms since the epoch (or the delete horizon) */
+    int64_t max_timestamp;          /* ms since the epoch */
+    int64_t producer_id;            /* -1 when not idempotent */
+    int16_t producer_epoch;         /* -1 when not idempotent */
+    int32_t base_sequence;          /* -1 when not idempotent */
+    int32_t record_count;           /* records in the batch */
+    const uint8_t *records;         /* record bytes (compressed as a whole when codec != 0) */
+    size_t records_len;             /* bytes */
 };
 
 static inline int kp_batch_codec(const struct kp_batch *b)
@@ -172,8 +175,8 @@ void kp_header_iter_init(struct kp_header_iter *it, const struct kp_record *rec)
 int kp_header_next(struct kp_header_iter *it, struct kp_header *out);
 
 struct kp_record_iter {
-    struct kp_reader r; /* over the (decompressed) record bytes */
-    int64_t base_offset;
+    struct kp_reader r;     /* over the (decompressed) record bytes */
+    int64_t base_offset;    /* from the batch header */
     int64_t base_timestamp; /* ms */
     int64_t max_timestamp;  /* ms */
     bool log_append_time;   /* record timestamps are max_timestamp */
@@ -224,13 +227,13 @@ struct kp_record_in {
 
 /* Header fields of a batch to build. */
 struct kp_batch_spec {
-    int64_t base_offset;
-    int32_t partition_leader_epoch;
-    int16_t attributes;     /* codec in bits 0-2 plus KP_ATTR_* flags */
-    int64_t producer_id;    /* -1 when not idempotent */
-    int16_t producer_epoch; /* -1 when not idempotent */
-    int32_t base_sequence;  /* -1 when not idempotent */
-    int level;              /* compression level, KP_LEVEL_DEFAULT for the codec default */
+    int64_t base_offset;            /* usually 0 from producers; the broker rewrites it */
+    int32_t partition_leader_epoch; /* -1 unless the broker writes the batch */
+    int16_t attributes;             /* codec in bits 0-2 plus KP_ATTR_* flags */
+    int64_t producer_id;            /* -1 when not idempotent */
+    int16_t producer_epoch;         /* -1 when not idempotent */
+    int32_t base_sequence;          /* -1 when not idempotent */
+    int level;                      /* compression level, KP_LEVEL_DEFAULT for the codec default */
 };
 
 /* Fills `spec` with a plain batch: offset 0, epoch -1, no codec, no producer id. */
