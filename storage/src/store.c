@@ -129,6 +129,8 @@ const char *store_strerror(int err)
         return "object too large";
     case -EIO:
         return "permanent failure";
+    case -EBADMSG:
+        return "corrupt object";
     default:
         return "error";
     }
