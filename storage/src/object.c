@@ -500,7 +500,7 @@ static void store__obj_read_done(struct store_obj_read *r, int err, const char *
 {
     r->err = err;
     if (err != 0) {
-        snprintf(r->msg, sizeof(r->msg), "%s%s", prefix, detail);
+        snprintf(r->msg, sizeof(r->msg), "%.40s%.200s", prefix, detail);
     }
     free(r->key_);
     r->key_ = NULL;

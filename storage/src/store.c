@@ -508,7 +508,7 @@ static void store__op_attempt(struct store__op *op)
 static void store__op_deliver_stop(struct store__op *op)
 {
     char last[200];
-    snprintf(last, sizeof(last), "%s", op->res.msg);
+    snprintf(last, sizeof(last), "%.150s", op->res.msg);
     int lerr = op->res.err;
     store__result_free(&op->res);
     if (op->stop_err == -ETIMEDOUT) {
