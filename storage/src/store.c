@@ -536,6 +536,11 @@ static void store__step_cb(uv_timer_t *t)
         store__op_deliver_stop(op);
         return;
     }
+    if (op->done_pending) {
+        op->done_pending = false;
+        store__attempt_done(op);
+        return;
+    }
     store__op_attempt(op);
 }
 
@@ -549,6 +554,12 @@ void store__attempt_done(struct store__op *op)
     struct store *s = op->store;
     op->running = false;
     op->bctx = NULL;
+    if (op->in_submit) {
+        /* Never call back from inside the caller's store_xxx(): finish on the next turn. */
+        op->done_pending = true;
+        store__op_start_step(op, 0);
+        return;
+    }
     if (op->finished) {
         /* Delivered early (detached); the backend has let go now. */
         store__op_release(op);
@@ -675,8 +686,10 @@ static int store__op_submit(struct store *s, struct store__op *op)
     }
     s->ops_head = op;
     uv_timer_start(&op->deadline_timer, store__deadline_cb, op->timeout_ms, 0);
-    /* The first attempt starts on the next loop turn, so callbacks never run inside submit. */
-    store__op_start_step(op, 0);
+    /* The first attempt starts now; if it ends at once, its result waits for the next turn. */
+    op->in_submit = true;
+    store__op_attempt(op);
+    op->in_submit = false;
     return 0;
 }
 

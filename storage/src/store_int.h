@@ -53,6 +53,8 @@ struct store__op {
     int stop_err;              /* -ECANCELED or -ETIMEDOUT for a stop */
     bool ambiguous;            /* a mutating attempt ended with unknown outcome */
     bool finished;             /* result delivered or op abandoned; waiting to be freed */
+    bool in_submit;            /* the first attempt is being started inside store_xxx() */
+    bool done_pending;         /* an attempt ended inside submit; handled on the next turn */
     uv_timer_t deadline_timer; /* fires at the deadline */
     uv_timer_t step_timer;     /* backoff between attempts and deferred delivery */
     int closing;               /* timer handles still closing */
