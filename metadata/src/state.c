@@ -814,7 +814,7 @@ int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct met
     struct meta__strkey key = {c->object_key, c->object_key_len};
     uint64_t kh = meta__hash(c->object_key, c->object_key_len, 2);
     if (meta__index_find(s, &s->object_by_key, kh, meta__object_eq, &key) >= 0) {
-        return KP_ERROR_INVALID_REQUEST; /* a key is never reused: this is a replayed commit */
+        return KP_ERROR_DUPLICATE_RESOURCE; /* keys are never reused: already committed */
     }
     if (s->n_objects == UINT32_MAX - 1) {
         return KP_ERROR_KAFKA_STORAGE_ERROR;

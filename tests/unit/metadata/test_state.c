@@ -205,7 +205,7 @@ static void test_commit_offsets(void **state)
     struct kp_uuid nope = {{1}};
     assert_int_equal(commit1(&s, &oc, nope, 0, "o5", -1, -1, -1, 1, 0), KP_ERROR_UNKNOWN_TOPIC_ID);
     uint64_t before = s.n_extents;
-    assert_int_equal(commit1(&s, &oc, id, 0, "o1", -1, -1, -1, 1, 0), KP_ERROR_INVALID_REQUEST);
+    assert_int_equal(commit1(&s, &oc, id, 0, "o1", -1, -1, -1, 1, 0), KP_ERROR_DUPLICATE_RESOURCE);
     assert_int_equal(commit1(&s, &oc, id, 0, "o6", -1, -1, -1, 0, 0), KP_ERROR_INVALID_REQUEST);
     assert_int_equal(s.n_extents, before);
     assert_int_equal(meta_state_partition(&s, &id, 0)->hwm, 15);

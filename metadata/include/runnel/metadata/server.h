@@ -1,0 +1,56 @@
+/*
+ * The metadata service's RPC server: a libuv TCP listener speaking Runnel's agent<->metadata
+ * protocol (Kafka framing: int32 size, request header v2 with api key, version, correlation id
+ * and client id; response header v1), with many agents connected at once and pipelined requests
+ * on each connection.
+ *
+ * Every request is executed on the loop thread against the state machine as soon as it arrives
+ * (so a connection's requests apply in order); a request that changed the state is journaled.
+ * A response leaves only when every journal record it may depend on is durable (its "needed"
+ * sequence is the last sequence appended when it ran), and responses leave each connection in
+ * request order. Pushes for watched partitions are frames with correlation id -1 (see
+ * docs/metadata.md) sent after the commit that moved the high watermark is durable.
+ *
+ * After a journal write or fdatasync error the server acknowledges nothing any more: requests
+ * waiting for durability get KAFKA_STORAGE_ERROR (56) where their response has a top-level error
+ * code, otherwise their connection is closed; new requests are refused the same way.
+ */
+#ifndef RUNNEL_METADATA_SERVER_H
+#define RUNNEL_METADATA_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+struct meta_server_options {
+    const char *data_dir;    /* journal and snapshot directory (created if missing) */
+    const char *host;        /* listen address, e.g. "127.0.0.1" */
+    int port;                /* listen port; 0 picks a free one (see meta_server_port) */
+    uint64_t snapshot_bytes; /* write a snapshot once the journal grew by this much */
+    size_t max_frame;        /* largest accepted request frame, bytes */
+};
+
+struct meta_server;
+
+/* Default options (port 9093, 256 MiB snapshots, 64 MiB frames). */
+void meta_server_options_default(struct meta_server_options *o);
+
+/*
+ * Loads the state from o->data_dir and starts listening on `loop`. On error returns a negative
+ * errno and a message in `err`. The server belongs to the caller until meta_server_close().
+ */
+int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct meta_server_options *o,
+                     char *err, size_t err_len);
+
+/* The port actually listened on. */
+int meta_server_port(const struct meta_server *s);
+
+/* Milliseconds spent loading the snapshot and replaying the journal at open. */
+double meta_server_startup_ms(const struct meta_server *s);
+
+/* Stops listening, closes connections and the journal (after it wrote what it has). The loop
+ * must run afterwards for the handles' close callbacks; the memory is freed in the last one. */
+void meta_server_close(struct meta_server *s);
+
+#endif
