@@ -5,6 +5,8 @@
  * file:// URLs for file://), as the peer. Prints throughput, p50 and p99 per case and the ratio
  * Runnel/curl (target: throughput >= 0.9x, p99 no worse).
  *
+ * Requests alternate between the two clients (A B B A ...), one at a time.
+ *
  * usage: bench_storage_io URL [ROUNDS]
  *   URL   s3://bucket?endpoint=...  (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)
  *         file:///dir               (curl peer writes with plain file:// uploads, no fsync:
@@ -201,18 +203,21 @@ static double curl_op(int kind, const char *key, const uint8_t *buf, size_t len,
     return t;
 }
 
-typedef double (*op_fn)(int kind, const char *key, const uint8_t *buf, size_t len, uint64_t off);
-
-static struct stats run_case(op_fn fn, int kind, size_t size, size_t obj_size, int n,
-                             const uint8_t *buf)
+/*
+ * Runs `n` requests of one kind through both clients, alternating request by request so that
+ * drift in the server or the machine (other processes, the OSD growing) hits both alike.
+ */
+static void run_case(int kind, size_t size, size_t obj_size, int n, const uint8_t *buf,
+                     struct stats *runnel, struct stats *curl)
 {
-    double *lat = calloc((size_t)n, sizeof(double));
+    double *lr = calloc((size_t)n, sizeof(double));
+    double *lc = calloc((size_t)n, sizeof(double));
     char key[64];
     uint64_t x = 12345;
     for (int i = 0; i < n; i++) {
         uint64_t off = 0;
         if (kind == 0) {
-            snprintf(key, sizeof(key), "bench/%zu/%d", size, i);
+            snprintf(key, sizeof(key), "bench/%zu/%d", size, i % 8);
         } else if (kind == 1) {
             snprintf(key, sizeof(key), "bench/%zu/%d", size, i % 4);
         } else {
@@ -220,11 +225,18 @@ static struct stats run_case(op_fn fn, int kind, size_t size, size_t obj_size, i
             x = x * 6364136223846793005ULL + 1442695040888963407ULL;
             off = (x >> 20) % (obj_size - size);
         }
-        lat[i] = fn(kind, key, buf, size, off);
+        if (i % 2 == 0) {
+            lr[i] = runnel_op(kind, key, buf, size, off);
+            lc[i] = curl_op(kind, key, buf, size, off);
+        } else {
+            lc[i] = curl_op(kind, key, buf, size, off);
+            lr[i] = runnel_op(kind, key, buf, size, off);
+        }
     }
-    struct stats s = summarize(lat, n, size);
-    free(lat);
-    return s;
+    *runnel = summarize(lr, n, size);
+    *curl = summarize(lc, n, size);
+    free(lr);
+    free(lc);
 }
 
 static void report(const char *name, struct stats r, struct stats c)
@@ -284,22 +296,21 @@ int main(int argc, char **argv)
     runnel_op(0, "bench/warm", buf, 1024, 0);
     curl_op(0, "bench/warm", buf, 1024, 0);
     const size_t sizes[] = {1u << 20, 4u << 20, 8u << 20};
+    struct stats r;
+    struct stats c;
     for (size_t i = 0; i < 3; i++) {
         char name[32];
         snprintf(name, sizeof(name), "PUT %zu MiB", sizes[i] >> 20);
-        struct stats r = run_case(runnel_op, 0, sizes[i], 0, rounds, buf);
-        struct stats c = run_case(curl_op, 0, sizes[i], 0, rounds, buf);
+        run_case(0, sizes[i], 0, rounds, buf, &r, &c);
         report(name, r, c);
     }
     for (size_t i = 0; i < 3; i++) {
         char name[32];
         snprintf(name, sizeof(name), "GET %zu MiB", sizes[i] >> 20);
-        struct stats r = run_case(runnel_op, 1, sizes[i], 0, rounds, buf);
-        struct stats c = run_case(curl_op, 1, sizes[i], 0, rounds, buf);
+        run_case(1, sizes[i], 0, rounds, buf, &r, &c);
         report(name, r, c);
     }
-    struct stats r = run_case(runnel_op, 2, 64u << 10, 8u << 20, rounds * 10, buf);
-    struct stats c = run_case(curl_op, 2, 64u << 10, 8u << 20, rounds * 10, buf);
+    run_case(2, 64u << 10, 8u << 20, rounds * 10, buf, &r, &c);
     report("GET 64 KiB rng", r, c);
     store_close(store);
     uv_run(&loop, UV_RUN_DEFAULT);
