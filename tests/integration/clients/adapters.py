@@ -517,6 +517,7 @@ class NodeAdapter:
         self.codecs = set(info["codecs"])
         self.has_admin = info["has_admin"]
         self.has_idempotence = info["has_idempotence"]
+        self.dup_headers = info["dup_headers"]
 
     def close(self):
         if self.proc.poll() is None:

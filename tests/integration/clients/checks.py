@@ -5,7 +5,8 @@ and verifies every byte, key, header, partition and offset it gets back, so each
 
 Adapter interface (records are dicts: p, key, value (bytes or None), headers [(str, bytes)],
 ts (ms or None), offset):
-  name, codecs, has_admin, has_idempotence, binary_safe, per_record_headers, per_record_ts
+  name, codecs, has_admin, has_idempotence, binary_safe, per_record_headers, per_record_ts,
+  dup_headers (a record may repeat a header key)
   create_topic(name, partitions, configs) -> error name or None
   delete_topic(name) -> error name or None
   create_partitions(name, total) -> error name or None
@@ -89,9 +90,12 @@ def gen_records(a, topic, partitions, per_partition, size=100, compressible=Fals
             if nulls and i % 7 == 4:
                 val = None
             if a.per_record_headers:
+                # A repeated key, adjacent: kafkajs groups headers by key on both sides.
                 headers = [] if i % 4 == 2 else [
-                    ("h", ("%d:%d" % (p, i)).encode()), ("bin", bytes([i % 256, 0, 255])),
-                    ("h", b"dup")]
+                    ("h", ("%d:%d" % (p, i)).encode()), ("h", b"dup"),
+                    ("bin", bytes([i % 256, 0, 255]))]
+                if not getattr(a, "dup_headers", True):  # @platformatic takes a Map
+                    headers = [h for j, h in enumerate(headers) if j != 1]
             else:
                 headers = [("h", b"fixed"), ("run", topic.encode())]
             recs.append({"p": p, "key": key, "value": val, "headers": headers, "ts": None})
@@ -242,7 +246,9 @@ def check_consume_from_timestamp(ctx):
     if ctx.kind == "mock":
         # librdkafka 2.0.2's mock answers -1 to every ListOffsets by timestamp: check that, then
         # validate the rest of this check from the offset a real broker must return.
-        expect_eq(off, -1, "mock's answer to ListOffsets by timestamp")
+        # kafkajs reports -1 as the high watermark.
+        expect(off in (-1, len(recs)), "mock's answer to ListOffsets by timestamp: expected -1 "
+               "(or the end %d, as kafkajs reports -1), got %s" % (len(recs), off))
         off = split
     expect_eq(off, split, "offset for timestamp %d" % t_split)
     got = a.consume(topic, 0, off, len(recs) - split, 60)

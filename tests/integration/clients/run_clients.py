@@ -22,6 +22,14 @@ from common import Reporter, add_cluster_args, make_cluster  # noqa: E402
 ALL_CLIENTS = ["kcat", "confluent", "kafka-python", "kafkajs", "platformatic"]
 
 
+# Checks the mock cannot serve for one client, for reasons outside the driver; validated against
+# the capture broker instead (see README.md).
+MOCK_GAPS = {
+    ("kafkajs", "idempotent"): "kafkajs sends InitProducerId to the controller, and the mock's "
+                               "Metadata (v2) names no live controller",
+}
+
+
 def run_client(rep, client, cluster, only, kind):
     try:
         a = make_adapter(client, cluster.bootstrap)
@@ -37,6 +45,9 @@ def run_client(rep, client, cluster, only, kind):
             if only and name not in only and not name.startswith("admin-"):
                 continue
             if only and name.startswith("admin-") and not any(o.startswith("admin") for o in only):
+                continue
+            if kind == "mock" and (client, name) in MOCK_GAPS:
+                rep.record("SKIP", "%s/%s" % (client, name), MOCK_GAPS[(client, name)])
                 continue
             rep.run("%s/%s" % (client, name), fn, ctx)
     finally:
