@@ -124,6 +124,38 @@ static void test_basic(void **state)
     close_store(s);
 }
 
+/* Virtual-hosted addressing (bucket.localhost:port; rgw.sh sets rgw dns name = localhost). */
+static void test_virtual_hosted(void **state)
+{
+    (void)state;
+    const char *ep = getenv("RUNNEL_S3_ENDPOINT");
+    const char *port = strrchr(ep, ':');
+    char url[512];
+    snprintf(url, sizeof(url), "s3://%s/vhost?endpoint=http://localhost%s&path_style=false",
+             getenv("RUNNEL_S3_BUCKET"), port);
+    struct store *s = open_url(url, "", NULL);
+    struct store_req r;
+    assert_int_equal(tstore_put(&loop, s, "v", "virtual", 7, 0, &r), 0);
+    assert_int_equal(tstore_get(&loop, s, "v", 0, 0, &r), 0);
+    assert_memory_equal(r.body, "virtual", 7);
+    store_req_cleanup(&r);
+    struct tstore_wait w = {0};
+    memset(&r, 0, sizeof(r));
+    r.data = &w;
+    assert_int_equal(store_list(s, &r, NULL, NULL, 10, tstore_cb), 0);
+    assert_int_equal(tstore_wait(&loop, &r), 0);
+    assert_int_equal(r.nentries, 1);
+    assert_string_equal(r.entries[0].key, "v");
+    store_req_cleanup(&r);
+    close_store(s);
+    /* The same object through path-style addressing. */
+    s = open_prefixed("vhost", "");
+    assert_int_equal(tstore_get(&loop, s, "v", 0, 0, &r), 0);
+    assert_memory_equal(r.body, "virtual", 7);
+    store_req_cleanup(&r);
+    close_store(s);
+}
+
 static void test_odd_keys(void **state)
 {
     (void)state;
@@ -577,6 +609,7 @@ int main(int argc, char **argv)
         snprintf(base_url, sizeof(base_url), "%s", u);
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_basic),
+            cmocka_unit_test(test_virtual_hosted),
             cmocka_unit_test(test_odd_keys),
             cmocka_unit_test(test_ranges),
             cmocka_unit_test(test_conditional_create),

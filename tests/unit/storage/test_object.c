@@ -408,6 +408,47 @@ static void test_async_seal_and_store_readers(void **state)
     assert_int_equal(tstore_close_loop(&loop, s), 0);
 }
 
+/* A footer larger than the reader's first tail GET (64 KiB): the reader fetches it again. */
+static void test_large_footer_two_reads(void **state)
+{
+    (void)state;
+    uint8_t id[16] = {3};
+    struct store_obj_builder *b = store_obj_builder_new(id, 9, 1);
+    uint8_t batch[100];
+    memset(batch, 'z', sizeof(batch));
+    struct store_batch_info info = {.records = 1, .first_ts = 5, .last_ts = 6};
+    for (int i = 0; i < 1500; i++) {
+        uint8_t topic[16] = {(uint8_t)(i >> 8), (uint8_t)i};
+        assert_int_equal(store_obj_builder_add(b, topic, i % 3, batch, sizeof(batch), &info), 0);
+    }
+    assert_int_equal(store_obj_builder_chunks(b), 1500);
+    uint8_t *obj = NULL;
+    size_t len = 0;
+    assert_int_equal(store_obj_seal(b, &obj, &len, NULL), 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct store *s = NULL;
+    char err[128];
+    assert_int_equal(store_open(&loop, "mem://", NULL, &s, err, sizeof(err)), 0);
+    struct store_req pr;
+    assert_int_equal(tstore_put(&loop, s, "big-footer", obj, len, 0, &pr), 0);
+    struct store_obj_read rd = {0};
+    struct seal_wait w = {0};
+    rd.data = &w;
+    assert_int_equal(store_obj_read_footer(s, &rd, "big-footer", read_cb), 0);
+    while (!w.done) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(rd.err, 0);
+    assert_int_equal(rd.footer.nchunks, 1500);
+    assert_true(36 + 1500 * 65 > 64 * 1024);
+    assert_int_equal(rd.footer.chunks[1499].partition, 1499 % 3);
+    store_obj_read_cleanup(&rd);
+    free(obj);
+    store_obj_builder_free(b);
+    assert_int_equal(tstore_close_loop(&loop, s), 0);
+}
+
 int run_test_object(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +461,7 @@ int run_test_object(void)
         cmocka_unit_test(test_truncated_object_detected),
         cmocka_unit_test(test_garbage_never_crashes),
         cmocka_unit_test(test_async_seal_and_store_readers),
+        cmocka_unit_test(test_large_footer_two_reads),
     };
     return cmocka_run_group_tests_name("object", tests, NULL, NULL);
 }
