@@ -8,7 +8,8 @@
 #   rgw.sh run CMD ARGS   start in a fresh temporary directory, run CMD with the variables
 #                         exported, stop and clean up however CMD ends; exits with CMD's status
 #
-# Variables: RUNNEL_S3_ENDPOINT (http://127.0.0.1:PORT), RUNNEL_S3_BUCKET, RUNNEL_S3_URL
+# Variables: RUNNEL_S3_ENDPOINT (http://127.0.0.1:PORT), RUNNEL_S3_TLS_ENDPOINT (https://...,
+# self-signed certificate in RUNNEL_S3_CA_FILE), RUNNEL_S3_BUCKET, RUNNEL_S3_URL
 # (s3://BUCKET?endpoint=...&region=us-east-1&path_style=true), AWS_ACCESS_KEY_ID,
 # AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION. Start takes ~10-15 s and is bounded by
 # RGW_START_TIMEOUT (default 60 s). RGW_MEMSTORE_MB sizes the in-memory OSD (default 2048).
@@ -53,9 +54,15 @@ rgw_start() {
     local deadline=$((SECONDS + ${RGW_START_TIMEOUT:-60}))
     mkdir -p "$dir" || return 1
     dir=$(cd "$dir" && pwd)
-    local mon_port rgw_port fsid osd_uuid
+    local mon_port rgw_port tls_port fsid osd_uuid
     mon_port=$(rgw_free_port)
     rgw_port=$(rgw_free_port)
+    tls_port=$(rgw_free_port)
+    # A self-signed certificate for the HTTPS endpoint; it is its own CA file.
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+        -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -keyout "$dir/tls-key.pem" -out "$dir/tls-cert.pem" >/dev/null 2>&1 ||
+        { rgw_log "openssl could not make a certificate"; return 1; }
     fsid=$(cat /proc/sys/kernel/random/uuid)
     osd_uuid=$(cat /proc/sys/kernel/random/uuid)
     local mb=${RGW_MEMSTORE_MB:-2048}
@@ -94,7 +101,7 @@ mon data = $dir/mon
 osd data = $dir/osd
 osd max object size = 134217728
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port ssl_endpoint=127.0.0.1:$tls_port ssl_certificate=$dir/tls-cert.pem ssl_private_key=$dir/tls-key.pem tcp_nodelay=1
 rgw data = $dir/rgw
 rgw dns name = localhost
 rgw enable usage log = false
@@ -146,6 +153,8 @@ CONF
     done
     cat >"$dir/env" <<ENV
 export RUNNEL_S3_ENDPOINT=http://127.0.0.1:$rgw_port
+export RUNNEL_S3_TLS_ENDPOINT=https://127.0.0.1:$tls_port
+export RUNNEL_S3_CA_FILE=$dir/tls-cert.pem
 export RUNNEL_S3_BUCKET=$bucket
 export RUNNEL_S3_URL='s3://$bucket?endpoint=http://127.0.0.1:$rgw_port&region=us-east-1&path_style=true'
 export AWS_ACCESS_KEY_ID=$key

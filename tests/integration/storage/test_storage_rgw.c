@@ -124,6 +124,41 @@ static void test_basic(void **state)
     close_store(s);
 }
 
+/* HTTPS with certificate verification: the CA file makes it work, its absence is a clear,
+ * permanent error (not retried). */
+static void test_tls(void **state)
+{
+    (void)state;
+    const char *tls = getenv("RUNNEL_S3_TLS_ENDPOINT");
+    const char *ca = getenv("RUNNEL_S3_CA_FILE");
+    if (tls == NULL || ca == NULL) {
+        skip();
+    }
+    char url[1024];
+    snprintf(url, sizeof(url), "s3://%s/tls?endpoint=%s&ca_file=%s", getenv("RUNNEL_S3_BUCKET"),
+             tls, ca);
+    struct store *s = open_url(url, "", NULL);
+    struct store_req r;
+    assert_int_equal(tstore_put(&loop, s, "t", "secure", 6, 0, &r), 0);
+    assert_int_equal(tstore_get(&loop, s, "t", 0, 0, &r), 0);
+    assert_memory_equal(r.body, "secure", 6);
+    store_req_cleanup(&r);
+    close_store(s);
+    /* The CA through struct store_config instead of the URL. */
+    struct store_config c = {.ca_file = ca, .retries = -1};
+    snprintf(url, sizeof(url), "s3://%s/tls?endpoint=%s", getenv("RUNNEL_S3_BUCKET"), tls);
+    s = open_url(url, "", &c);
+    assert_int_equal(tstore_get(&loop, s, "t", 0, 0, &r), 0);
+    store_req_cleanup(&r);
+    close_store(s);
+    /* Without the CA the self-signed certificate is refused. */
+    s = open_url(url, "", NULL);
+    assert_int_equal(tstore_get(&loop, s, "t", 0, 0, &r), -EIO);
+    assert_int_equal(r.attempts, 1);
+    assert_non_null(strstr(r.msg, "certificate"));
+    close_store(s);
+}
+
 /* Virtual-hosted addressing (bucket.localhost:port; rgw.sh sets rgw dns name = localhost). */
 static void test_virtual_hosted(void **state)
 {
@@ -610,6 +645,7 @@ int main(int argc, char **argv)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_basic),
             cmocka_unit_test(test_virtual_hosted),
+            cmocka_unit_test(test_tls),
             cmocka_unit_test(test_odd_keys),
             cmocka_unit_test(test_ranges),
             cmocka_unit_test(test_conditional_create),
