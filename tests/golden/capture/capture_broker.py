@@ -35,7 +35,7 @@ ADVERTISED = {
     11: (0, 9), 12: (0, 4), 13: (0, 5), 14: (0, 5), 15: (0, 5), 16: (0, 5), 17: (0, 1),
     18: (0, 4), 19: (2, 7), 20: (1, 6), 21: (0, 2), 22: (0, 5), 24: (0, 3), 25: (0, 4),
     26: (0, 4), 28: (0, 4), 32: (1, 4), 33: (0, 2), 37: (0, 3), 42: (0, 2), 44: (0, 1),
-    60: (0, 1),
+    36: (0, 2), 60: (0, 1),
 }
 
 
@@ -519,7 +519,12 @@ class Broker:
                 "ClusterAuthorizedOperations": -2147483648}
 
     def h17(self, req, ver):
-        return {"ErrorCode": 33, "Mechanisms": ["PLAIN"]}
+        # Handshake v1 only: after v0 clients send raw tokens, which this broker does not take.
+        ok = req["Mechanism"] == "PLAIN" and ver >= 1
+        return {"ErrorCode": 0 if ok else 33, "Mechanisms": ["PLAIN"]}
+
+    def h36(self, req, ver):
+        return {"ErrorCode": 0, "ErrorMessage": None, "AuthBytes": b"", "SessionLifetimeMs": 0}
 
 
 def main():

@@ -1,6 +1,6 @@
 // Golden capture driver for kafkajs 2.2.4: produces 5 records (key k<i>, value v<i>-<codec>:PAD)
 // uncompressed and with gzip (the only codec kafkajs has built in), an idempotent producer, a
-// transaction with offsets, a group consumer and the admin calls.
+// transaction with offsets, a group consumer, SASL/PLAIN and the admin calls.
 // Usage: node kafkajs.js HOST:PORT   (run from tests/node so node_modules resolves)
 const path = require('node:path')
 const { createRequire } = require('node:module')
@@ -66,6 +66,16 @@ async function main () {
       })
     })
     await c.disconnect()
+  })
+  await step('sasl', async () => {
+    const k = new Kafka({
+      clientId: 'golden-kafkajs', brokers: [process.argv[2]], logLevel: logLevel.NOTHING,
+      sasl: { mechanism: 'plain', username: 'golden', password: 'golden-secret' }
+    })
+    const sa = k.admin()
+    await sa.connect()
+    await sa.fetchTopicMetadata({ topics: ['golden-none'] })
+    await sa.disconnect()
   })
   const a = kafka.admin()
   await step('admin connect', () => a.connect())

@@ -1,6 +1,7 @@
 // Golden capture driver for @platformatic/kafka 1.35.0 (Node 20): produces 5 records
 // (key k<i>, value v<i>-<codec>:PAD) with every codec Node 20 allows (none, gzip, snappy, lz4; zstd
-// needs Node 22), an idempotent producer, a transaction, a group consumer and the admin calls.
+// needs Node 22), an idempotent producer, a transaction, a group consumer, SASL/PLAIN and the
+// admin calls.
 // Usage: node platformatic.mjs HOST:PORT   (run from tests/node so node_modules resolves)
 import { createRequire } from 'node:module'
 import path from 'node:path'
@@ -78,9 +79,19 @@ await step('consumer', async () => {
       await m.commit()
       if (++got === N) break
     }
+    await new Promise((resolve) => setTimeout(resolve, 1500)) // let it heartbeat
     await stream.close()
   } finally {
     await c.close(true)
+  }
+})
+
+await step('sasl', async () => {
+  const a = new Admin({ ...base, sasl: { mechanism: 'PLAIN', username: 'golden', password: 'golden-secret' } })
+  try {
+    await a.metadata({ topics: ['golden-none'] })
+  } finally {
+    await a.close()
   }
 })
 
