@@ -92,6 +92,12 @@ struct store_obj_builder {
     uint32_t *index;               /* open-addressing hash: part index + 1, 0 = empty */
     size_t index_cap;              /* power of two */
     size_t bytes;                  /* raw bytes appended */
+    struct {
+        uint8_t *buf; /* buffer kept by store_obj_builder_reset() */
+        size_t cap;   /* its size */
+    } * spare;        /* buffers to reuse */
+    size_t nspare;    /* used */
+    size_t capspare;  /* allocated */
 };
 
 struct store_obj_builder *store_obj_builder_new(const uint8_t object_id[16], int64_t created_at_ms,
@@ -108,6 +114,28 @@ struct store_obj_builder *store_obj_builder_new(const uint8_t object_id[16], int
     return b;
 }
 
+void store_obj_builder_reset(struct store_obj_builder *b, const uint8_t object_id[16],
+                             int64_t created_at_ms)
+{
+    if (object_id != NULL) {
+        memcpy(b->object_id, object_id, 16);
+    }
+    b->created_at_ms = created_at_ms;
+    /* Keep the buffers in a spare list; partitions reuse them in arrival order. */
+    for (size_t i = 0; i < b->nparts; i++) {
+        if (b->nspare == b->capspare) {
+            b->capspare = b->capspare == 0 ? 16 : b->capspare * 2;
+            b->spare = kp_xrealloc(b->spare, b->capspare * sizeof(*b->spare));
+        }
+        b->spare[b->nspare].buf = b->parts[i].buf;
+        b->spare[b->nspare].cap = b->parts[i].cap;
+        b->nspare++;
+    }
+    b->nparts = 0;
+    b->bytes = 0;
+    memset(b->index, 0, b->index_cap * sizeof(uint32_t));
+}
+
 void store_obj_builder_free(struct store_obj_builder *b)
 {
     if (b == NULL) {
@@ -116,6 +144,10 @@ void store_obj_builder_free(struct store_obj_builder *b)
     for (size_t i = 0; i < b->nparts; i++) {
         free(b->parts[i].buf);
     }
+    for (size_t i = 0; i < b->nspare; i++) {
+        free(b->spare[i].buf);
+    }
+    free(b->spare);
     free(b->parts);
     free(b->index);
     free(b);
@@ -177,6 +209,11 @@ static struct store__obj_part *store__obj_part_get(struct store_obj_builder *b,
     p->partition = partition;
     p->first_ts = INT64_MAX;
     p->last_ts = INT64_MIN;
+    if (b->nspare > 0) {
+        b->nspare--;
+        p->buf = b->spare[b->nspare].buf;
+        p->cap = b->spare[b->nspare].cap;
+    }
     b->index[at] = (uint32_t)++b->nparts;
     if (b->nparts * 2 > b->index_cap) {
         store__obj_reindex(b);
@@ -197,7 +234,7 @@ int store_obj_builder_add(struct store_obj_builder *b, const uint8_t topic_id[16
         return -EFBIG;
     }
     if (p->len + len > p->cap) {
-        size_t cap = p->cap == 0 ? 4096 : p->cap;
+        size_t cap = p->cap == 0 ? 16384 : p->cap;
         while (cap < p->len + len) {
             cap *= 2;
         }

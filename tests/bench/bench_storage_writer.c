@@ -116,10 +116,13 @@ int main(int argc, char **argv)
     double t_read = 0;
     size_t raw = 0;
     size_t stored = 0;
+    uint8_t id0[16] = {0};
+    struct store_obj_builder *b = store_obj_builder_new(id0, 0, level);
     for (int o = 0; o < objects; o++) {
         uint8_t id[16] = {(uint8_t)o};
         double t0 = now_s();
-        struct store_obj_builder *b = store_obj_builder_new(id, 0, level);
+        /* A long-lived writer reuses its builder (and its buffers) from object to object. */
+        store_obj_builder_reset(b, id, 0);
         for (size_t i = 0; i < nbatches; i++) {
             struct store_batch_info info = {
                 .records = (uint32_t)per_batch, .first_ts = 1, .last_ts = 2};
@@ -153,8 +156,8 @@ int main(int argc, char **argv)
         stored += len;
         store_footer_free(&f);
         free(obj);
-        store_obj_builder_free(b);
     }
+    store_obj_builder_free(b);
     printf("writer: %d objects of %.1f MiB raw, %d partitions, 1 KiB JSON records x%d per batch, "
            "zstd level %d, %s data\n",
            objects, (double)raw / objects / 1048576.0, parts, per_batch, level,

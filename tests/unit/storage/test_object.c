@@ -408,6 +408,52 @@ static void test_async_seal_and_store_readers(void **state)
     assert_int_equal(tstore_close_loop(&loop, s), 0);
 }
 
+/* A reset builder starts empty, reuses its buffers, and seals only the new batches. */
+static void test_builder_reset(void **state)
+{
+    (void)state;
+    static struct expect e;
+    struct store_obj_builder *b = build(&e, 0);
+    uint8_t id2[16] = {0x55};
+    store_obj_builder_reset(b, id2, 77);
+    assert_int_equal(store_obj_builder_bytes(b), 0);
+    assert_int_equal(store_obj_builder_chunks(b), 0);
+    uint8_t topic[16] = {0x99};
+    uint8_t batch[200];
+    memset(batch, 'q', sizeof(batch));
+    struct store_batch_info info = {.records = 4, .first_ts = 10, .last_ts = 20};
+    assert_int_equal(store_obj_builder_add(b, topic, 3, batch, sizeof(batch), &info), 0);
+    assert_int_equal(store_obj_builder_add(b, topic, 3, batch, 100, &info), 0);
+    uint8_t *obj = NULL;
+    size_t len = 0;
+    struct store_footer f;
+    assert_int_equal(store_obj_seal(b, &obj, &len, &f), 0);
+    assert_int_equal(f.nchunks, 1);
+    assert_int_equal(f.created_at_ms, 77);
+    assert_int_equal(f.object_id[0], 0x55);
+    assert_int_equal(f.chunks[0].partition, 3);
+    assert_int_equal(f.chunks[0].raw_len, 300);
+    assert_int_equal(f.chunks[0].batch_count, 2);
+    assert_int_equal(f.chunks[0].record_count, 8);
+    uint8_t *raw = NULL;
+    size_t rawlen = 0;
+    const char *why = NULL;
+    assert_int_equal(
+        store_chunk_decode(&f.chunks[0], obj, f.chunks[0].stored_len, 1 << 20, &raw, &rawlen, &why),
+        0);
+    assert_int_equal(rawlen, 300);
+    for (size_t i = 0; i < rawlen; i++) {
+        assert_int_equal(raw[i], 'q');
+    }
+    free(raw);
+    store_footer_free(&f);
+    free(obj);
+    /* Reset twice in a row, then free with spare buffers held. */
+    store_obj_builder_reset(b, NULL, 0);
+    store_obj_builder_reset(b, NULL, 0);
+    store_obj_builder_free(b);
+}
+
 /* A footer larger than the reader's first tail GET (64 KiB): the reader fetches it again. */
 static void test_large_footer_two_reads(void **state)
 {
@@ -462,6 +508,7 @@ int run_test_object(void)
         cmocka_unit_test(test_garbage_never_crashes),
         cmocka_unit_test(test_async_seal_and_store_readers),
         cmocka_unit_test(test_large_footer_two_reads),
+        cmocka_unit_test(test_builder_reset),
     };
     return cmocka_run_group_tests_name("object", tests, NULL, NULL);
 }

@@ -105,6 +105,13 @@ size_t store_obj_builder_bytes(const struct store_obj_builder *b);
 /* Number of chunks (distinct topic/partition pairs) so far. */
 size_t store_obj_builder_chunks(const struct store_obj_builder *b);
 
+/*
+ * Empties the builder for the next object (new id and time) but keeps its partition buffers, so
+ * a long-lived writer does not pay for fresh memory (page faults) on every object.
+ */
+void store_obj_builder_reset(struct store_obj_builder *b, const uint8_t object_id[16],
+                             int64_t created_at_ms);
+
 void store_obj_builder_free(struct store_obj_builder *b);
 
 /*
