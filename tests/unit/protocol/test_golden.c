@@ -207,6 +207,86 @@ static void test_golden_truncated(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* Client id prefix each client puts in its request headers. */
+static const char *client_id_prefix(const char *client)
+{
+    if (strcmp(client, "kcat") == 0 || strcmp(client, "confluent") == 0) {
+        return "rdkafka";
+    }
+    if (strcmp(client, "kafka-python") == 0) {
+        return "kafka-python-";
+    }
+    if (strcmp(client, "kafkajs") == 0) {
+        return "golden-kafkajs";
+    }
+    return "golden-platformatic";
+}
+
+/* Checks a decoded Produce request against the manifest note ("topic=T codec=C records=N ..."). */
+static void check_produce(const struct golden_frame *g, const struct kp_produce_request *m,
+                          const uint8_t *frame, size_t frame_len)
+{
+    char topic[128];
+    const char *t = strstr(g->note, "topic=");
+    assert_non_null(t);
+    assert_int_equal(sscanf(t, "topic=%127s", topic), 1);
+    assert_true(m->topic_data_count >= 1);
+    if (!kp_str_eq_cstr(m->topic_data[0].name, topic)) {
+        fail_msg("%s: decoded topic %.*s, manifest says %s", g->file,
+                 (int)m->topic_data[0].name.len, m->topic_data[0].name.ptr, topic);
+    }
+    assert_true(m->acks == 0 || m->acks == 1 || m->acks == -1);
+    assert_int_equal(m->acks == 0, strstr(g->note, "acks=0") != NULL);
+    /* A transactional producer names its transactional id; the others send null. */
+    assert_int_equal(m->transactional_id.len >= 0, strstr(g->note, "transactional") != NULL);
+    assert_true(m->topic_data[0].partition_data_count >= 1);
+    struct kp_bytes rec = m->topic_data[0].partition_data[0].records;
+    /* Records are a view into the frame, never a copy, and hold a v2 batch. */
+    assert_true(rec.len > 61);
+    assert_true(rec.ptr >= frame && rec.ptr + rec.len <= frame + frame_len);
+    assert_int_equal(rec.ptr[16], 2);
+}
+
+/* Decoded header and body values agree with the manifest and the capture drivers. */
+static void test_golden_decoded_values(void **state)
+{
+    (void)state;
+    struct golden_set set;
+    assert_int_equal(golden_load(&set), 0);
+    struct kp_arena a;
+    kp_arena_init(&a, ARENA_LIMIT);
+    int produce = 0;
+    for (size_t i = 0; i < set.count; i++) {
+        const struct golden_frame *g = &set.frames[i];
+        kp_arena_reset(&a);
+        struct kp_request_header hdr;
+        const struct kp_api *api = NULL;
+        void *msg = NULL;
+        const char *why = NULL;
+        if (decode_frame(g->data + 4, g->len - 4, &a, &hdr, &api, &msg, &why) != 0) {
+            fail_msg("golden %s: decode failed: %s", g->file, why);
+        }
+        assert_int_equal(hdr.request_api_key, g->api_key);
+        assert_int_equal(hdr.request_api_version, g->api_version);
+        assert_int_equal(api->key, g->api_key);
+        const char *prefix = client_id_prefix(g->client);
+        size_t plen = strlen(prefix);
+        if (hdr.client_id.len < (int32_t)plen || memcmp(hdr.client_id.ptr, prefix, plen) != 0) {
+            fail_msg("golden %s: client id %.*s", g->file, (int)hdr.client_id.len,
+                     hdr.client_id.ptr != NULL ? hdr.client_id.ptr : "");
+        }
+        /* None of these clients sends tagged fields this codec does not know. */
+        assert_int_equal(hdr.unknown_tagged_fields.count, 0);
+        if (g->api_key == 0) {
+            check_produce(g, msg, g->data + 4, g->len - 4);
+            produce++;
+        }
+    }
+    assert_true(produce >= 20);
+    kp_arena_free(&a);
+    golden_free(&set);
+}
+
 /* The set covers every client, each with several API keys. */
 static void test_golden_coverage(void **state)
 {
@@ -242,6 +322,7 @@ int run_test_golden(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_coverage),
         cmocka_unit_test(test_golden_round_trip),
+        cmocka_unit_test(test_golden_decoded_values),
         cmocka_unit_test(test_golden_truncated),
     };
     return cmocka_run_group_tests_name("golden", tests, NULL, NULL);
