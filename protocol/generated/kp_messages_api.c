@@ -169,6 +169,7 @@ int16_t kp_request_header_version(int16_t api_key, int16_t api_version)
 
 int16_t kp_response_header_version(int16_t api_key, int16_t api_version)
 {
+    (void)api_version;
     switch (api_key) {
     case 18:
         return 0; /* ApiVersions: always v0 so any client can read the error */
