@@ -62,6 +62,7 @@ struct store__s3 {
     int npool;                    /* count */
     struct store__s3_xfer *xfers; /* every transfer in flight */
     bool closing;                 /* close started */
+    uint64_t connects;            /* new connections opened so far (keep-alive check) */
 };
 
 struct store__s3_sock {
@@ -325,6 +326,10 @@ static void store__s3_check_done(struct store__s3 *s3)
         struct store__s3_xfer *x = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
         CURLcode rc = m->data.result;
+        long nconn = 0;
+        if (curl_easy_getinfo(m->easy_handle, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK) {
+            s3->connects += (uint64_t)nconn;
+        }
         if (x != NULL) {
             x->done(x, rc);
         }
@@ -1131,6 +1136,14 @@ static void store__s3_close(struct store *s)
     s3->multi = NULL;
     uv_timer_stop(&s3->timer);
     uv_close((uv_handle_t *)&s3->timer, store__s3_handle_closed);
+}
+
+uint64_t store__s3_connections(const struct store *s)
+{
+    if (strcmp(s->ops->name, "s3") != 0) {
+        return 0;
+    }
+    return ((const struct store__s3 *)s->impl)->connects;
 }
 
 static const struct store__ops store__s3_ops = {

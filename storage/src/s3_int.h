@@ -59,4 +59,8 @@ char *store__xml_get(const char *xml, size_t len, size_t from, const char *tag, 
  */
 int store__s3_classify(long status, const char *code, enum store_op_kind kind, bool if_none_match);
 
+/* New TCP connections an s3:// store has opened so far (0 for other backends); lets tests check
+ * that requests reuse keep-alive connections. */
+uint64_t store__s3_connections(const struct store *s);
+
 #endif

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "s3_int.h"
+
 #include "runnel/storage/cli.h"
 #include "runnel/storage/object.h"
 #include "store_test_util.h"
@@ -103,6 +105,14 @@ static void test_basic(void **state)
     assert_int_equal(do_head(s, key, &r), 0);
     assert_int_equal(r.size, sizeof(data));
     assert_string_equal(r.etag, etag);
+    /* Sequential requests reuse one keep-alive connection. */
+    uint64_t conns = store__s3_connections(s);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(tstore_get(&loop, s, key, (uint64_t)i * 10, 10, &r), 0);
+        store_req_cleanup(&r);
+    }
+    assert_int_equal(store__s3_connections(s), conns);
+    assert_true(conns >= 1 && conns <= 2);
     assert_int_equal(do_delete(s, key), 0);
     assert_int_equal(tstore_get(&loop, s, key, 0, 0, &r), -ENOENT);
     assert_int_equal(r.http_status, 404);
