@@ -993,6 +993,41 @@ static void store__s3_mp_init_done(struct store__s3_xfer *x, CURLcode rc)
     store__s3_mp_next(c);
 }
 
+/*
+ * Create-only multipart PUT, step 0: servers that ignore If-None-Match on
+ * CompleteMultipartUpload (RGW 16) would overwrite, so look first. Racy against a concurrent
+ * writer of the same key, which Runnel's never-reused keys rule out.
+ */
+static void store__s3_mp_check_done(struct store__s3_xfer *x, CURLcode rc)
+{
+    struct store__s3_call *c = x->call;
+    struct store__op *op = c->op;
+    struct store__result *r = &op->res;
+    store__s3_call_untrack(c, x);
+    struct store__result tmp = {0};
+    int cls = store__s3_result(x, rc, &tmp, "HEAD (create-only check)");
+    store__s3_xfer_free(x);
+    if (cls == 0) {
+        store__fail(r, -EEXIST, "PUT %s: key already exists (create-only multipart upload)",
+                    op->key);
+        r->http_status = 412;
+        store__s3_call_finish(c);
+        return;
+    }
+    if (cls != -ENOENT) {
+        r->err = tmp.err;
+        r->http_status = tmp.http_status;
+        memcpy(r->msg, tmp.msg, sizeof(r->msg));
+        store__s3_call_finish(c);
+        return;
+    }
+    char *full = store__s3_full_key(c->s3, op->key);
+    struct store__s3_xfer *nx = store__s3_xfer_start(c->s3, c, "POST", full, "uploads=", NULL, 0,
+                                                     NULL, 0, 1 << 16, store__s3_mp_init_done);
+    free(full);
+    store__s3_call_track(c, nx);
+}
+
 /* ---- calls ---- */
 
 static void store__s3_call_free(struct store__s3_call *c)
@@ -1031,8 +1066,13 @@ static void store__s3_start(struct store *s, struct store__op *op)
                 break;
             }
             c->etags = kp_xcalloc(c->nparts, sizeof(char *));
-            x = store__s3_xfer_start(s3, c, "POST", full, "uploads=", NULL, 0, NULL, 0, 1 << 16,
-                                     store__s3_mp_init_done);
+            if (op->flags & STORE_IF_NONE_MATCH) {
+                x = store__s3_xfer_start(s3, c, "HEAD", full, "", NULL, 0, NULL, 0, 1 << 16,
+                                         store__s3_mp_check_done);
+            } else {
+                x = store__s3_xfer_start(s3, c, "POST", full, "uploads=", NULL, 0, NULL, 0, 1 << 16,
+                                         store__s3_mp_init_done);
+            }
         } else {
             struct store__hdr extra[1] = {{"if-none-match", "*"}};
             x = store__s3_xfer_start(s3, c, "PUT", full, "", op->buf, op->len, extra,

@@ -361,6 +361,14 @@ static void test_multipart(void **state)
     assert_int_equal(r.body_len, n);
     assert_memory_equal(r.body, data, n);
     store_req_cleanup(&r);
+    /* Create-only multipart: first wins, second is -EEXIST (RGW 16 ignores If-None-Match on
+     * CompleteMultipartUpload, so the store checks with HEAD first). */
+    char ckey[80];
+    snprintf(ckey, sizeof(ckey), "big-once-%u", run_id);
+    assert_int_equal(tstore_put(&loop, s, ckey, data, n, STORE_IF_NONE_MATCH, &r), 0);
+    assert_int_equal(tstore_put(&loop, s, ckey, data + 1, n - 1, STORE_IF_NONE_MATCH, &r), -EEXIST);
+    assert_int_equal(do_head(s, ckey, &r), 0);
+    assert_int_equal(r.size, n);
     /* A range across the first part boundary. */
     assert_int_equal(tstore_get(&loop, s, key, 5242880 - 100, 200, &r), 0);
     assert_memory_equal(r.body, data + 5242880 - 100, 200);
