@@ -7,6 +7,7 @@
  *   error=eio|eacces|...  the class injected errors carry (default eagain)
  *   lost_response_rate    perform the operation, then report -EAGAIN ("response lost"): the
  *                         caller cannot tell it was applied
+ *   put_lost_response_rate  the same for PUTs only (overrides lost_response_rate for PUTs)
  *   truncate_rate         GET returns success with a body cut short at a random length
  *   corrupt_rate          GET returns success with one byte flipped
  *   latency_ms            added before every operation reaches the inner store
@@ -30,7 +31,7 @@ struct store__faulty {
     struct store *inner;   /* wrapped store */
     double error_rate[6];  /* per enum store_op_kind */
     int error_class;       /* negative errno of injected errors */
-    double lost_rate;      /* applied, response lost */
+    double lost_rate[6];   /* per enum store_op_kind: applied, response lost */
     double truncate_rate;  /* GET cut short */
     double corrupt_rate;   /* GET byte flipped */
     uint64_t latency_ms;   /* added per operation */
@@ -87,7 +88,7 @@ static void store__faulty_inner_cb(struct store_req *ireq)
     ireq->nentries = 0;
     ireq->next_token = NULL;
     if (r->err == 0) {
-        if (f->lost_rate > 0 && store__rand01(&f->rng) < f->lost_rate) {
+        if (f->lost_rate[op->kind] > 0 && store__rand01(&f->rng) < f->lost_rate[op->kind]) {
             f->injected++;
             store__result_free(r);
             store__fail(r, -EAGAIN, "response lost (injected; the %s was applied)",
@@ -251,7 +252,15 @@ int store__faulty_open(struct store *s, struct store__url *u, const struct store
         }
     }
     f->error_rate[STORE_DELETE_MANY] = f->error_rate[STORE_DELETE];
-    if ((rc = store__param_double(u, "lost_response_rate", &f->lost_rate, err, errlen)) < 0 ||
+    double lost = 0;
+    if ((rc = store__param_double(u, "lost_response_rate", &lost, err, errlen)) < 0) {
+        goto out_free;
+    }
+    for (int k = 0; k < 6; k++) {
+        f->lost_rate[k] = lost;
+    }
+    if ((rc = store__param_double(u, "put_lost_response_rate", &f->lost_rate[STORE_PUT], err,
+                                  errlen)) < 0 ||
         (rc = store__param_double(u, "truncate_rate", &f->truncate_rate, err, errlen)) < 0 ||
         (rc = store__param_double(u, "corrupt_rate", &f->corrupt_rate, err, errlen)) < 0 ||
         (rc = store__param_u64(u, "latency_ms", &f->latency_ms, err, errlen)) < 0 ||

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+#include <strings.h>
+
 #include "store_int.h"
 
 #include "runnel/protocol/mem.h"
@@ -438,6 +441,7 @@ static void store__op_closed(uv_handle_t *h)
         op->next->prev = op->prev;
     }
     store__result_free(&op->res);
+    store__result_free(&op->lost);
     free(op->key);
     for (size_t i = 0; i < op->nkeys; i++) {
         free(op->keys[i]);
@@ -505,8 +509,11 @@ static void store__op_attempt(struct store__op *op)
 }
 
 /* Ends a stopped op: the message says why and what the last attempt saw. */
+static void store__op_kind_restore(struct store__op *op);
+
 static void store__op_deliver_stop(struct store__op *op)
 {
+    store__op_kind_restore(op);
     char last[200];
     snprintf(last, sizeof(last), "%.150s", op->res.msg);
     int lerr = op->res.err;
@@ -549,6 +556,50 @@ static void store__op_start_step(struct store__op *op, uint64_t delay_ms)
     uv_timer_start(&op->step_timer, store__step_cb, delay_ms, 0);
 }
 
+/* Undoes the HEAD detour of a verification, if one was under way. */
+static void store__op_kind_restore(struct store__op *op)
+{
+    if (op->verifying) {
+        op->verifying = false;
+        op->kind = STORE_PUT;
+        store__result_free(&op->lost);
+    }
+}
+
+static void store__op_verify_done(struct store__op *op)
+{
+    struct store__result *r = &op->res;
+    op->verifying = false;
+    op->kind = STORE_PUT;
+    bool mine = false;
+    if (r->err == 0 && r->size == op->len && strlen(r->etag) == 32) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        char hex[33];
+        EVP_Digest(op->buf != NULL ? (const void *)op->buf : "", op->len, md, &mdlen, EVP_md5(),
+                   NULL);
+        for (unsigned int i = 0; i < 16; i++) {
+            snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        }
+        mine = strcasecmp(hex, r->etag) == 0;
+    }
+    if (mine) {
+        char etag[sizeof(r->etag)];
+        memcpy(etag, r->etag, sizeof(etag));
+        store__result_free(r);
+        store__result_free(&op->lost);
+        memcpy(r->etag, etag, sizeof(etag));
+        r->size = op->len;
+        snprintf(r->msg, sizeof(r->msg),
+                 "created by an earlier attempt whose response was lost (ETag verified)");
+    } else {
+        store__result_free(r);
+        *r = op->lost;
+        memset(&op->lost, 0, sizeof(op->lost));
+    }
+    store__op_deliver(op);
+}
+
 void store__attempt_done(struct store__op *op)
 {
     struct store *s = op->store;
@@ -570,7 +621,24 @@ void store__attempt_done(struct store__op *op)
         op->ambiguous = true;
     }
     if (op->stopping) {
+        store__op_kind_restore(op);
         store__op_deliver_stop(op);
+        return;
+    }
+    if (op->verifying) {
+        store__op_verify_done(op);
+        return;
+    }
+    if (op->kind == STORE_PUT && (op->flags & STORE_IF_NONE_MATCH) && op->ambiguous &&
+        r->err == -EEXIST && !s->closing) {
+        /* An earlier attempt may have created the key and lost its response: if the object's
+         * ETag is the MD5 of our bytes (S3's ETag of a single-part object), it is ours. */
+        op->verifying = true;
+        op->lost = *r;
+        memset(r, 0, sizeof(*r));
+        op->kind = STORE_HEAD;
+        op->running = true;
+        s->ops->start(s, op);
         return;
     }
     if (store_err_retriable(r->err) && op->attempts <= s->retries && !s->closing) {

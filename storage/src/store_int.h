@@ -55,6 +55,8 @@ struct store__op {
     bool finished;             /* result delivered or op abandoned; waiting to be freed */
     bool in_submit;            /* the first attempt is being started inside store_xxx() */
     bool done_pending;         /* an attempt ended inside submit; handled on the next turn */
+    bool verifying;            /* HEAD after an ambiguous create-only PUT lost with -EEXIST */
+    struct store__result lost; /* the -EEXIST result kept while verifying */
     uv_timer_t deadline_timer; /* fires at the deadline */
     uv_timer_t step_timer;     /* backoff between attempts and deferred delivery */
     int closing;               /* timer handles still closing */

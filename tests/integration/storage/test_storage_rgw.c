@@ -529,6 +529,18 @@ static void test_retries_through_faults(void **state)
     assert_true(retried > 5);
     assert_true(ambiguous > 0);
     close_store(s);
+    /* Only the PUT's response lost: the retry gets 412, the store HEADs the key, finds RGW's
+     * ETag equal to the MD5 of our bytes, and reports success. */
+    s = open_url(url, "put_lost_response_rate=1&retries=3&retry_base_ms=5&seed=43", NULL);
+    char vkey[64];
+    snprintf(vkey, sizeof(vkey), "faulty/%u/verified", run_id);
+    uint8_t vdata[5000];
+    fill(vdata, sizeof(vdata), 99);
+    assert_int_equal(tstore_put(&loop, s, vkey, vdata, sizeof(vdata), STORE_IF_NONE_MATCH, &r), 0);
+    assert_true(r.ambiguous);
+    assert_int_equal(r.attempts, 2);
+    assert_non_null(strstr(r.msg, "ETag verified"));
+    close_store(s);
     /* Latency past the deadline. */
     s = open_url(url, "latency_ms=500", NULL);
     memset(&r, 0, sizeof(r));

@@ -137,6 +137,32 @@ static void test_lost_response_create_only(void **state)
     ftest_close(t);
 }
 
+/* When only the PUT's response is lost, the store's HEAD shows the object is ours (its ETag is the
+ * MD5 of our bytes) and the create-only PUT succeeds. mem:// reports MD5 ETags like S3. */
+static void test_lost_response_create_only_verified(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct store *s = NULL;
+    char err[256];
+    assert_int_equal(store_open(&loop,
+                                "faulty+mem://?put_lost_response_rate=1&retries=2&"
+                                "retry_base_ms=1&seed=16",
+                                NULL, &s, err, sizeof(err)),
+                     0);
+    struct store_req r;
+    assert_int_equal(tstore_put(&loop, s, "mine", "payload", 7, STORE_IF_NONE_MATCH, &r), 0);
+    assert_true(r.ambiguous);
+    assert_int_equal(r.attempts, 2);
+    assert_non_null(strstr(r.msg, "ETag verified"));
+    assert_int_equal(r.size, 7);
+    /* Someone else's object under the key: still -EEXIST. */
+    assert_int_equal(tstore_put(&loop, s, "mine", "other bytes", 11, STORE_IF_NONE_MATCH, &r),
+                     -EEXIST);
+    assert_int_equal(tstore_close_loop(&loop, s), 0);
+}
+
 static void test_truncate_and_corrupt(void **state)
 {
     (void)state;
@@ -308,6 +334,7 @@ int run_test_faulty(void)
         cmocka_unit_test(test_error_class_not_retried),
         cmocka_unit_test(test_lost_response),
         cmocka_unit_test(test_lost_response_create_only),
+        cmocka_unit_test(test_lost_response_create_only_verified),
         cmocka_unit_test(test_truncate_and_corrupt),
         cmocka_unit_test(test_object_reader_detects_faults),
         cmocka_unit_test(test_latency_and_deadline),

@@ -13,7 +13,9 @@
  *
  *   0            done
  *   -ENOENT      the key does not exist (GET/HEAD)
- *   -EEXIST      a create-only PUT lost: the key already existed
+ *   -EEXIST      a create-only PUT lost: the key already existed (if an earlier attempt's response
+ *                was lost, the store first checks by HEAD + ETag whether the object is ours and
+ *                then reports success; `ambiguous` is set either way)
  *   -EAGAIN      transient (throttled, 5xx, connection reset/refused); retried already
  *   -ETIMEDOUT   the request's deadline passed
  *   -ECANCELED   store_cancel() or store_close() stopped it
