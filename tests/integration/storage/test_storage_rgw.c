@@ -169,6 +169,54 @@ static void test_tls(void **state)
     close_store(s);
 }
 
+/* Many transfers in flight: cancel half right away, close the store with the rest running.
+ * Every callback runs exactly once and the loop ends with no handles left (checked in main). */
+static void test_cancel_and_close_in_flight(void **state)
+{
+    (void)state;
+    struct store *s = open_prefixed("inflight", "");
+    size_t n = 4u << 20;
+    uint8_t *data = malloc(n);
+    fill(data, n, 5);
+    struct store_req r;
+    assert_int_equal(tstore_put(&loop, s, "big", data, n, 0, &r), 0);
+    enum { N = 16 };
+    struct store_req reqs[N];
+    struct tstore_wait waits[N];
+    memset(reqs, 0, sizeof(reqs));
+    memset(waits, 0, sizeof(waits));
+    for (int i = 0; i < N; i++) {
+        reqs[i].data = &waits[i];
+        if (i % 4 == 3) {
+            assert_int_equal(store_put(s, &reqs[i], "big-copy", data, n, 0, tstore_cb), 0);
+        } else {
+            assert_int_equal(store_get(s, &reqs[i], "big", 0, 0, tstore_cb), 0);
+        }
+    }
+    for (int i = 0; i < N; i += 2) {
+        assert_int_equal(store_cancel(&reqs[i]), 0);
+    }
+    for (int i = 0; i < 5; i++) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    store_close(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(waits[i].calls, 1);
+        if (i % 2 == 0) {
+            assert_int_equal(reqs[i].err, -ECANCELED);
+        } else {
+            assert_true(reqs[i].err == 0 || reqs[i].err == -ECANCELED);
+        }
+        if (reqs[i].err == 0 && i % 4 != 3) {
+            assert_int_equal(reqs[i].body_len, n);
+            assert_memory_equal(reqs[i].body, data, n);
+        }
+        store_req_cleanup(&reqs[i]);
+    }
+    free(data);
+}
+
 /* Virtual-hosted addressing (bucket.localhost:port; rgw.sh sets rgw dns name = localhost). */
 static void test_virtual_hosted(void **state)
 {
@@ -674,6 +722,7 @@ int main(int argc, char **argv)
         snprintf(base_url, sizeof(base_url), "%s", u);
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_basic),
+            cmocka_unit_test(test_cancel_and_close_in_flight),
             cmocka_unit_test(test_virtual_hosted),
             cmocka_unit_test(test_tls),
             cmocka_unit_test(test_odd_keys),
