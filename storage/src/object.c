@@ -10,6 +10,8 @@
 
 #include <zstd.h>
 
+#include "store_int.h"
+
 #include "runnel/protocol/crc32c.h"
 #include "runnel/protocol/mem.h"
 #include "runnel/storage/object.h"
@@ -596,6 +598,27 @@ int store_obj_read_footer(struct store *s, struct store_obj_read *r, const char 
     return rc;
 }
 
+static uv_loop_t *store__obj_loop(struct store *s)
+{
+    return s->loop;
+}
+
+static void store__obj_decode_work(uv_work_t *w)
+{
+    struct store_obj_read *r = w->data;
+    r->why_ = NULL;
+    r->decode_rc_ = store_chunk_decode(&r->chunk_, r->req_.body, r->req_.body_len, r->max_raw_,
+                                       &r->raw, &r->raw_len, &r->why_);
+}
+
+static void store__obj_decode_after(uv_work_t *w, int status)
+{
+    struct store_obj_read *r = w->data;
+    store_req_cleanup(&r->req_);
+    int rc = status < 0 ? status : r->decode_rc_;
+    store__obj_read_done(r, rc, "", rc == 0 ? "" : (r->why_ != NULL ? r->why_ : "cancelled"));
+}
+
 static void store__obj_chunk_cb(struct store_req *req)
 {
     struct store_obj_read *r = req->data;
@@ -606,6 +629,13 @@ static void store__obj_chunk_cb(struct store_req *req)
         store_req_cleanup(req);
         store__obj_read_done(r, err, "reading a chunk: ", msg);
         return;
+    }
+    if (req->body_len > STORE_OBJ_DECODE_ON_LOOP_MAX) {
+        r->work_.data = r;
+        if (uv_queue_work(store__obj_loop(r->store_), &r->work_, store__obj_decode_work,
+                          store__obj_decode_after) == 0) {
+            return;
+        }
     }
     const char *why = NULL;
     int rc = store_chunk_decode(&r->chunk_, req->body, req->body_len, r->max_raw_, &r->raw,

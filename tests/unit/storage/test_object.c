@@ -408,6 +408,64 @@ static void test_async_seal_and_store_readers(void **state)
     assert_int_equal(tstore_close_loop(&loop, s), 0);
 }
 
+/* A chunk above STORE_OBJ_DECODE_ON_LOOP_MAX is decoded on the thread pool: same result, and a
+ * corrupted one is still caught. */
+static void test_large_chunk_decoded_off_loop(void **state)
+{
+    (void)state;
+    uint8_t id[16] = {8};
+    uint8_t topic[16] = {8};
+    struct store_obj_builder *b = store_obj_builder_new(id, 1, 1);
+    size_t n = 3 * STORE_OBJ_DECODE_ON_LOOP_MAX;
+    uint8_t *batch = malloc(n);
+    uint64_t x = 0x1234567;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        batch[i] = (uint8_t)(x >> 56);
+    }
+    struct store_batch_info info = {.records = 1};
+    assert_int_equal(store_obj_builder_add(b, topic, 0, batch, n, &info), 0);
+    uint8_t *obj = NULL;
+    size_t len = 0;
+    struct store_footer f;
+    assert_int_equal(store_obj_seal(b, &obj, &len, &f), 0);
+    assert_true(f.chunks[0].stored_len > STORE_OBJ_DECODE_ON_LOOP_MAX);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct store *s = NULL;
+    char err[128];
+    assert_int_equal(store_open(&loop, "mem://", NULL, &s, err, sizeof(err)), 0);
+    struct store_req pr;
+    assert_int_equal(tstore_put(&loop, s, "big", obj, len, 0, &pr), 0);
+    obj[1000] ^= 1;
+    assert_int_equal(tstore_put(&loop, s, "big-bad", obj, len, 0, &pr), 0);
+    for (int bad = 0; bad < 2; bad++) {
+        struct store_obj_read rd = {0};
+        struct seal_wait w = {0};
+        rd.data = &w;
+        assert_int_equal(
+            store_obj_read_chunk(s, &rd, bad ? "big-bad" : "big", &f.chunks[0], 1 << 30, read_cb),
+            0);
+        while (!w.done) {
+            uv_run(&loop, UV_RUN_ONCE);
+        }
+        if (bad) {
+            assert_int_equal(rd.err, -EBADMSG);
+            assert_non_null(strstr(rd.msg, "CRC32C"));
+        } else {
+            assert_int_equal(rd.err, 0);
+            assert_int_equal(rd.raw_len, n);
+            assert_memory_equal(rd.raw, batch, n);
+        }
+        store_obj_read_cleanup(&rd);
+    }
+    store_footer_free(&f);
+    free(obj);
+    free(batch);
+    store_obj_builder_free(b);
+    assert_int_equal(tstore_close_loop(&loop, s), 0);
+}
+
 /* A reset builder starts empty, reuses its buffers, and seals only the new batches. */
 static void test_builder_reset(void **state)
 {
@@ -509,6 +567,7 @@ int run_test_object(void)
         cmocka_unit_test(test_async_seal_and_store_readers),
         cmocka_unit_test(test_large_footer_two_reads),
         cmocka_unit_test(test_builder_reset),
+        cmocka_unit_test(test_large_chunk_decoded_off_loop),
     };
     return cmocka_run_group_tests_name("object", tests, NULL, NULL);
 }

@@ -32,11 +32,12 @@
 
 #define STORE_OBJ_MAGIC "RNL1"
 #define STORE_OBJ_VERSION 1
-#define STORE_OBJ_ENTRY_SIZE 65               /* bytes per chunk entry in the footer */
-#define STORE_OBJ_FOOTER_FIXED 36             /* footer bytes besides the entries */
-#define STORE_OBJ_TRAILER 8                   /* footer_len + magic */
-#define STORE_OBJ_MAX_FOOTER (64u << 20)      /* largest footer a reader accepts */
-#define STORE_OBJ_MAX_CHUNK_RAW (1024u << 20) /* largest raw chunk a writer produces */
+#define STORE_OBJ_ENTRY_SIZE 65                    /* bytes per chunk entry in the footer */
+#define STORE_OBJ_FOOTER_FIXED 36                  /* footer bytes besides the entries */
+#define STORE_OBJ_TRAILER 8                        /* footer_len + magic */
+#define STORE_OBJ_MAX_FOOTER (64u << 20)           /* largest footer a reader accepts */
+#define STORE_OBJ_MAX_CHUNK_RAW (1024u << 20)      /* largest raw chunk a writer produces */
+#define STORE_OBJ_DECODE_ON_LOOP_MAX (64u * 1024u) /* larger chunks decode on the thread pool */
 
 enum store_codec {
     STORE_CODEC_NONE = 0, /* stored bytes are the batches */
@@ -182,13 +183,20 @@ struct store_obj_read {
     char *key_;                /* private */
     struct store_chunk chunk_; /* private */
     size_t max_raw_;           /* private */
+    uv_work_t work_;           /* private: off-loop decode of large chunks */
+    int decode_rc_;            /* private */
+    const char *why_;          /* private */
 };
 
 /* Fetches and parses the footer of `key` (one GET of the tail; two if the footer is large). */
 int store_obj_read_footer(struct store *s, struct store_obj_read *r, const char *key,
                           store_obj_read_cb cb);
 
-/* Fetches one chunk with one ranged GET, verifies its CRC and decompresses it (<= max_raw). */
+/*
+ * Fetches one chunk with one ranged GET, verifies its CRC and decompresses it (<= max_raw).
+ * Chunks of more than STORE_OBJ_DECODE_ON_LOOP_MAX stored bytes are verified and decompressed on
+ * libuv's thread pool so the loop is not held for milliseconds.
+ */
 int store_obj_read_chunk(struct store *s, struct store_obj_read *r, const char *key,
                          const struct store_chunk *c, size_t max_raw, store_obj_read_cb cb);
 
