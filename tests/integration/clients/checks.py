@@ -33,10 +33,11 @@ class Ctx:
     """What a check needs besides the adapter: the cluster kind and a fixture adapter that can
     create topics when the client under test has no admin API (kcat)."""
 
-    def __init__(self, kind, adapter, fixture=None):
+    def __init__(self, kind, adapter, fixture=None, patience=15.0):
         self.kind = kind
         self.a = adapter
         self.fixture = fixture or adapter
+        self.patience = patience  # seconds to wait for metadata/config changes to show
 
     def admin_supported(self):
         if self.kind == "mock":
@@ -55,7 +56,7 @@ class Ctx:
                 raise CheckFailed("creating fixture topic %s: %s" % (name, err))
         else:
             f.touch_topic(name)  # metadata request for the topic: auto-creates it
-        n = wait_partitions(f, name, 1)
+        n = wait_partitions(f, name, 1, self.patience)
         return name, n
 
 
@@ -269,7 +270,7 @@ def check_auto_create(ctx):
            "topic %s exists before anything was produced" % topic)
     recs = gen_records(a, topic, 1, 5)
     verify_acks(recs, a.produce(topic, recs), base={})
-    wait_partitions(a, topic, 1)
+    wait_partitions(a, topic, 1, ctx.patience)
     read_back(ctx, topic, recs)
 
 
@@ -278,7 +279,7 @@ def check_admin_create(ctx):
     a = ctx.a
     name = unique("cl-adm")
     expect_eq(a.create_topic(name, 3, {"retention.ms": "3600000"}), None, "CreateTopics error")
-    expect_eq(wait_partitions(a, name, 3), 3, "partitions of the new topic")
+    expect_eq(wait_partitions(a, name, 3, ctx.patience), 3, "partitions of the new topic")
     err = a.create_topic(name, 3, {})
     expect(err is not None and "EXISTS" in err.upper().replace(" ", "_"),
            "creating %s again: expected TOPIC_ALREADY_EXISTS, got %s" % (name, err))
@@ -305,7 +306,7 @@ def check_admin_alter_configs(ctx):
     name = _admin_topic(ctx)
     a = ctx.a
     expect_eq(a.alter_configs(name, {"retention.ms": "7200000"}), None, "AlterConfigs error")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + ctx.patience
     while True:
         got = a.describe_configs(name).get("retention.ms")
         if got == "7200000" or time.monotonic() > deadline:
@@ -318,7 +319,7 @@ def check_admin_create_partitions(ctx):
     name = _admin_topic(ctx)
     a = ctx.a
     expect_eq(a.create_partitions(name, 5), None, "CreatePartitions error")
-    expect_eq(wait_partitions(a, name, 5), 5, "partitions after CreatePartitions")
+    expect_eq(wait_partitions(a, name, 5, ctx.patience), 5, "partitions after CreatePartitions")
     recs = [r for r in gen_records(a, name, 5, 3) if r["p"] == 4]
     verify_acks(recs, a.produce(name, recs), base={})
     read_back(ctx, name, recs)
@@ -330,10 +331,11 @@ def check_admin_delete(ctx):
     name = _admin_topic(ctx)
     a = ctx.a
     expect_eq(a.delete_topic(name), None, "DeleteTopics error")
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + ctx.patience
     while a.partitions(name) not in (None, 0):
         if time.monotonic() > deadline:
-            raise CheckFailed("topic %s still in metadata 15 s after DeleteTopics" % name)
+            raise CheckFailed("topic %s still in metadata %.0f s after DeleteTopics"
+                              % (name, ctx.patience))
         time.sleep(0.2)
     err = a.delete_topic(name)
     expect(err is not None and "UNKNOWN" in err.upper().replace(" ", "_"),

@@ -12,6 +12,11 @@ first stays idle and must still answer ApiVersions at the end:
   bad-crc             Produce v3 with two partitions: partition 0 carries a record batch whose
                       CRC is wrong, partition 1 a correct one -> partition 0 CORRUPT_MESSAGE (2),
                       partition 1 no error, and partition 1's record reads back
+  partition-errors    one Produce: an 8 KiB batch to a topic with max.message.bytes=2048 ->
+                      MESSAGE_TOO_LARGE (10); partition 99 -> UNKNOWN_TOPIC_OR_PARTITION (3); a
+                      good batch beside them is stored
+  acks0-no-response   Produce acks=0 then ApiVersions on one connection: the first response is
+                      ApiVersions's (acks=0 gets none), and the acks=0 record is stored
   then                ApiVersions v0 on a new connection and on the bystander both answer, and a
                       confluent-kafka produce + consume round trip works.
 
@@ -226,6 +231,83 @@ def main():
                       "batch")
 
         rep.run("bad-crc", bad_crc)
+
+        def produce_v3(topic, parts, acks=-1, corr=43):
+            body = struct.pack(">hhi", -1, acks, 30000) + struct.pack(">i", 1) + kstr(topic) + \
+                struct.pack(">i", len(parts))
+            for idx, batch in parts:
+                body += struct.pack(">ii", idx, len(batch)) + batch
+            return request(0, 3, corr, body)
+
+        def partition_errors(resp):
+            pos = 8
+            (tlen,) = struct.unpack(">h", resp[pos:pos + 2])
+            pos += 2 + tlen
+            (nparts,) = struct.unpack(">i", resp[pos:pos + 4])
+            pos += 4
+            errs = {}
+            for _ in range(nparts):
+                idx, code, _base, _lat = struct.unpack(">ihqq", resp[pos:pos + 22])
+                errs[idx] = code
+                pos += 22
+            return errs
+
+        def partition_errors_case():
+            """Unknown partition -> UNKNOWN_TOPIC_OR_PARTITION (3); a batch above the topic's
+            max.message.bytes -> MESSAGE_TOO_LARGE (10); a good batch beside them is stored."""
+            if cluster.kind == "mock":
+                raise Skip("the mock (librdkafka 2.0.2) has no admin API to set "
+                           "max.message.bytes")
+            topic = unique("malformed-limits")
+            a = ConfluentAdapter(cluster.bootstrap)
+            expect_eq(a.create_topic(topic, 2, {"max.message.bytes": "2048"}), None,
+                      "CreateTopics")
+            checks.wait_partitions(a, topic, 2)
+            ts = int(time.time() * 1000)
+            small = value(topic + "/small", 100)
+            req = produce_v3(topic, [(0, record_batch(b"big", value(topic + "/big", 8192), ts)),
+                                     (1, record_batch(b"small", small, ts)),
+                                     (99, record_batch(b"nowhere", small, ts))])
+            s = conn()
+            try:
+                s.sendall(req)
+                errs = partition_errors(recv_frame(s, 30))
+            finally:
+                s.close()
+            expect_eq(errs.get(0), 10, "partition 0 (8 KiB batch, max.message.bytes=2048) "
+                      "error code (MESSAGE_TOO_LARGE)")
+            expect_eq(errs.get(1), 0, "partition 1 (small batch) error code")
+            expect_eq(errs.get(99), 3, "partition 99 (does not exist) error code "
+                      "(UNKNOWN_TOPIC_OR_PARTITION)")
+            got = a.consume(topic, 1, "beginning", 1, 30)
+            expect(len(got) == 1 and got[0]["value"] == small,
+                   "partition 1's record did not read back: %s" % got)
+            expect_eq(a.end_offset(topic, 0), 0, "high watermark of partition 0")
+
+        rep.run("partition-errors", partition_errors_case)
+
+        def acks0_order():
+            """Produce with acks=0 gets no response: the next response on the connection
+            belongs to the request after it, and the record is stored."""
+            a = ConfluentAdapter(cluster.bootstrap)
+            ctx = checks.Ctx(cluster.kind, a)
+            topic, _ = ctx.topic("malformed-acks0", 1)
+            val = value(topic + "/acks0", 100)
+            s = conn()
+            try:
+                s.sendall(produce_v3(topic, [(0, record_batch(b"a0", val,
+                                                              int(time.time() * 1000)))],
+                                     acks=0, corr=50) + request(18, 0, 51, b""))
+                resp = recv_frame(s, 30)
+            finally:
+                s.close()
+            expect_eq(struct.unpack(">i", resp[:4])[0], 51,
+                      "correlation id of the first response after an acks=0 Produce")
+            got = a.consume(topic, 0, "beginning", 1, 30)
+            expect(len(got) == 1 and got[0]["value"] == val,
+                   "the acks=0 record did not read back: %s" % got)
+
+        rep.run("acks0-no-response", acks0_order)
 
         def still_serving():
             s = conn()

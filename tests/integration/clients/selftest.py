@@ -170,7 +170,7 @@ FAULTS = {
 
 def run(fault):
     a = FakeAdapter(fault)
-    ctx = checks.Ctx("fake", a)
+    ctx = checks.Ctx("fake", a, patience=0.3)
     results = {}
     for name, fn in checks.ALL:
         try:
