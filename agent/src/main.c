@@ -6,12 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#ifdef RUNNEL_HAVE_STORAGE
-#include "runnel/storage/cli.h"
-#endif
-#ifdef RUNNEL_HAVE_METADATA
+#include "agent_cmd.h"
 #include "runnel/metadata/cli.h"
-#endif
+#include "runnel/storage/cli.h"
 
 struct agent__command {
     const char *name;                   /* first argument selecting it */
@@ -20,12 +17,10 @@ struct agent__command {
 };
 
 static const struct agent__command agent__commands[] = {
-#ifdef RUNNEL_HAVE_STORAGE
-    {"object", store_cmd_object, "inspect and verify objects in a store (object inspect URL KEY)"},
-#endif
-#ifdef RUNNEL_HAVE_METADATA
+    {"dev", agent_cmd_dev, "metadata + agent + local file store in one process (zero setup)"},
+    {"agent", agent_cmd_agent, "run one stateless agent (Kafka listener)"},
     {"metadata", meta_cmd_metadata, "run the metadata service"},
-#endif
+    {"object", store_cmd_object, "inspect and verify objects in a store (object inspect URL KEY)"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,221 @@
+/*
+ * The agent's private header: the process-wide state (struct agent), Kafka connections and
+ * requests, and the handler table. Everything here runs on the agent's single libuv loop
+ * except sealing, which runs on the worker pool.
+ *
+ * A request's life: the connection reads a whole frame into memory the request owns, parses the
+ * header, looks up the handler by api key, decodes the body into the request's arena and calls
+ * the handler. The handler answers now or later (produce waits for the flush and commit, fetch
+ * long-polls) with agent_req_respond(); responses leave each connection in request order,
+ * whatever order handlers finish in.
+ */
+#ifndef RUNNEL_AGENT_H
+#define RUNNEL_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "kp_messages.h"
+#include "kp_rpc.h"
+#include "runnel/metadata/client.h"
+#include "runnel/protocol/codec.h"
+#include "runnel/protocol/mem.h"
+#include "runnel/storage/store.h"
+
+struct meta_server;
+
+struct agent;
+struct agent_conn;
+struct agent_req;
+struct agent_produce;
+struct agent_fetch;
+struct agent_topics;
+
+/* Settings of one agent process (see docs/configuration.md). */
+struct agent_config {
+    char *listen;               /* host:port the Kafka listener binds */
+    char *advertise;            /* host:port put in Metadata responses; empty: listen address */
+    char *metadata;             /* host:port of the metadata service ("" inside runnel dev) */
+    char *bucket;               /* object store URL: s3://..., file:///..., mem:// */
+    char *cluster_id;           /* reported in Metadata and DescribeCluster */
+    int64_t node_id;            /* broker id this agent reports */
+    int64_t max_frame_bytes;    /* largest request frame accepted */
+    int64_t max_connections;    /* further connections are closed at accept */
+    int64_t idle_timeout_ms;    /* connections idle this long are closed */
+    int64_t flush_interval_ms;  /* age at which the open object is sealed */
+    int64_t flush_bytes;        /* size at which the open object is sealed */
+    int64_t buffer_max_bytes;   /* produce bytes buffered + in flight before reads pause */
+    int64_t cache_bytes;        /* chunk cache capacity */
+    int64_t zstd_level;         /* compression level of sealed chunks */
+    bool auto_create_topics;    /* auto.create.topics.enable */
+    int64_t default_partitions; /* num.partitions for auto-created topics */
+    char *log_level;            /* error, warn, info, debug */
+    char *log_format;           /* logfmt or json */
+    char *data_dir;             /* runnel dev only: metadata journal and file store live here */
+    bool dev;                   /* runnel dev: metadata service in-process */
+};
+
+/* A handler answers one request; see agent_req_respond(). */
+typedef void (*agent_handler_fn)(struct agent_req *req);
+
+struct agent_api {
+    int16_t key;         /* Kafka api key */
+    int16_t min_version; /* lowest advertised version */
+    int16_t max_version; /* highest advertised version */
+    agent_handler_fn fn; /* NULL: decoded but answered with the generic error */
+};
+
+struct agent_req {
+    struct agent_conn *conn;      /* NULL once the connection closed under a pending request */
+    struct agent_req *next;       /* next request of the same connection, in arrival order */
+    struct kp_arena arena;        /* decoded request and response live here */
+    uint8_t *frame;               /* the request bytes (after the size), owned */
+    size_t frame_len;             /* bytes */
+    struct kp_request_header hdr; /* parsed header; client_id is a view into frame */
+    const struct kp_api *api;     /* generated codec entry for hdr.request_api_key */
+    void *body;                   /* decoded request body (arena) */
+    uint8_t *resp;                /* encoded response frame including the size, owned */
+    size_t resp_len;              /* bytes */
+    bool done;                    /* response ready (or none due) */
+    bool silent;                  /* no response is sent (Produce acks=0) */
+    uint64_t started_ms;          /* loop time when the request was dispatched */
+};
+
+struct agent_conn {
+    struct agent *agent;     /* owner */
+    uv_tcp_t tcp;            /* the socket; the conn is freed in its close callback */
+    uv_timer_t idle;         /* closes the connection after idle_timeout_ms */
+    struct agent_conn *prev; /* list of live connections */
+    struct agent_conn *next;
+    uint8_t *stage;         /* small-read staging buffer */
+    size_t stage_len;       /* bytes held in stage */
+    size_t stage_cap;       /* bytes */
+    uint8_t *big;           /* frame being read directly into its own buffer, or NULL */
+    size_t big_len;         /* bytes of big filled so far */
+    size_t big_need;        /* bytes big will hold */
+    struct agent_req *head; /* oldest request awaiting its response */
+    struct agent_req *tail; /* newest request */
+    int pending;            /* requests not yet answered */
+    size_t writing;         /* response bytes handed to uv_write and not yet written */
+    bool reading;           /* uv_read_start is active */
+    bool closing;           /* uv_close has been called */
+    char peer[64];          /* "ip:port" of the client, for logs */
+};
+
+struct agent {
+    uv_loop_t *loop;               /* the agent's loop */
+    struct agent_config cfg;       /* settings */
+    uv_tcp_t listener;             /* Kafka listener */
+    struct agent_conn *conns;      /* live connections */
+    int64_t n_conns;               /* count of conns */
+    char adv_host[256];            /* advertised host */
+    int adv_port;                  /* advertised port */
+    size_t buffered_bytes;         /* produce bytes held for flushing or awaiting commit */
+    bool paused;                   /* reads paused for backpressure */
+    bool stopping;                 /* SIGTERM received: no new connections or requests */
+    struct agent_produce *produce; /* write path state (produce.c) */
+    struct agent_fetch *fetch;     /* read path state (fetch.c) */
+    struct agent_topics *topics;   /* topic cache (topics.c) */
+    struct meta_client *meta;      /* metadata service connection */
+    struct store *store;           /* object store */
+    struct meta_server *dev_meta;  /* runnel dev: the in-process metadata service */
+    uv_signal_t sigterm;           /* orderly shutdown */
+    uv_signal_t sigint;
+    uv_timer_t grace; /* bounds how long shutdown waits for clients */
+};
+
+/* ---- Topic cache (topics.c) ---- */
+
+/* What the agent knows of a topic; owned by the cache, valid until the next cache refresh of
+ * that topic on the loop (do not keep pointers across callbacks; copy what you need). */
+struct agent_topic {
+    char *name;                /* NUL-terminated */
+    struct kp_uuid id;         /* topic id */
+    int32_t partitions;        /* partition count */
+    int64_t max_message_bytes; /* max.message.bytes */
+    bool log_append_time;      /* message.timestamp.type=LogAppendTime */
+    bool compact;              /* cleanup.policy contains compact */
+    uint64_t fetched_ms;       /* loop time of the last refresh */
+    struct agent_topic *next;  /* hash chain */
+};
+
+/*
+ * Completion of agent_topics_get(): `topics[i]` answers `names[i]` of the request (NULL when the
+ * topic does not exist, or its creation failed: errors[i] holds the Kafka error code then).
+ * status is 0 or a negative errno when the metadata service could not be asked (the caller
+ * answers with a retriable error then).
+ */
+typedef void (*agent_topics_cb)(void *arg, int status, struct agent_topic **topics,
+                                const int16_t *errors, size_t n);
+
+/*
+ * Looks up `n` topics by name, from the cache when fresh (younger than 1 s... see topics.c) or
+ * from the metadata service; with `auto_create`, topics that do not exist are created with
+ * num.partitions first (Kafka's auto.create.topics.enable). `names` is copied. The callback may
+ * run before this returns when everything was cached.
+ */
+void agent_topics_get(struct agent *a, const struct kp_str *names, size_t n, bool auto_create,
+                      agent_topics_cb cb, void *arg);
+
+/* Every topic the metadata service has (Metadata with a null topic list). */
+void agent_topics_get_all(struct agent *a, agent_topics_cb cb, void *arg);
+
+/* Cached entry by name or id, or NULL (never asks the metadata service). */
+struct agent_topic *agent_topic_cached(struct agent *a, struct kp_str name);
+struct agent_topic *agent_topic_by_id(struct agent *a, const struct kp_uuid *id);
+
+/* Frees the cache (shutdown). */
+void agent_topics_free(struct agent *a);
+
+/* Drops a cached entry (after CreatePartitions, DeleteTopics, AlterConfigs). */
+void agent_topics_invalidate(struct agent *a, struct kp_str name);
+
+/* ---- Hooks of the write and read paths, called by agent_run() ---- */
+
+int agent_produce_init(struct agent *a); /* produce.c */
+/* Seals and uploads what is buffered and waits for every commit; then calls done(a). */
+void agent_produce_drain(struct agent *a, void (*done)(struct agent *a));
+void agent_produce_free(struct agent *a);
+
+int agent_fetch_init(struct agent *a); /* fetch.c */
+/* A high-watermark push from the metadata service. */
+void agent_fetch_on_notify(struct agent *a, const struct kp_meta_notify_response *n);
+/* The metadata connection came up (re-watch) or went down. */
+void agent_fetch_on_meta_state(struct agent *a, bool connected);
+/* Answers every parked fetch now (shutdown). */
+void agent_fetch_drain(struct agent *a);
+void agent_fetch_free(struct agent *a);
+
+/* Runs the agent until SIGTERM/SIGINT: store, metadata, listener, loop. 0 on a clean stop. */
+int agent_run(struct agent *a);
+
+/* Handler table (handlers.c). Returns the entry for `key` or NULL when not served. */
+const struct agent_api *agent_api_find(int16_t key);
+/* Every served api in key order, for ApiVersions; *n receives the count. */
+const struct agent_api *agent_api_all(size_t *n);
+
+/* Starts the listener on cfg.listen. 0 or a negative errno (logged). */
+int agent_server_start(struct agent *a);
+/* Stops accepting and closes idle connections; pending requests are still answered. */
+void agent_server_stop(struct agent *a);
+
+/*
+ * Encodes `msg` (a response struct of req->api) at the request's version with the response
+ * header, marks the request done and sends every response that is now first in line. On an
+ * encoding failure the connection is closed (a bug, logged). The request is freed once sent.
+ */
+void agent_req_respond(struct agent_req *req, const void *msg);
+/* Like agent_req_respond() with header and body already encoded (without the size field). */
+void agent_req_respond_bytes(struct agent_req *req, struct kp_bytes hdr_and_body);
+/* Marks the request done without a response (acks=0). */
+void agent_req_finish_silent(struct agent_req *req);
+/* Closes the request's connection (Kafka's answer to some malformed requests). */
+void agent_req_close_conn(struct agent_req *req, const char *why);
+
+/* Pauses or resumes reading on every connection (backpressure). */
+void agent_server_set_paused(struct agent *a, bool paused);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * The table of Kafka APIs this agent serves and the versions it advertises. An API absent here
+ * is neither advertised nor answered (the connection is closed, as Kafka does for unknown keys).
+ *
+ * Minimum versions follow the clients' needs (see ../shared/kafka-protocol/NOTES.md §2.3 and §6):
+ * ApiVersions, Metadata and Produce are advertised from v0 because librdkafka and kafka-python
+ * probe or feature-check those ranges; the Produce versions before 3 (message formats 0 and 1)
+ * are advertised because librdkafka before 2.11.1 checks (0..0) for compression support, and
+ * are refused in produce.c.
+ */
+#include <stddef.h>
+
+#include "agent.h"
+#include "handlers.h"
+
+/* Sorted by key. {key, min advertised, max advertised, handler} */
+static const struct agent_api agent__apis[] = {
+    {3, 0, 12, agent_handle_metadata},
+    {18, 0, 3, agent_handle_api_versions},
+    {60, 0, 1, agent_handle_describe_cluster},
+};
+
+const struct agent_api *agent_api_all(size_t *n)
+{
+    *n = sizeof(agent__apis) / sizeof(agent__apis[0]);
+    return agent__apis;
+}
+
+const struct agent_api *agent_api_find(int16_t key)
+{
+    for (size_t i = 0; i < sizeof(agent__apis) / sizeof(agent__apis[0]); i++) {
+        if (agent__apis[i].key == key) {
+            return &agent__apis[i];
+        }
+    }
+    return NULL;
+}

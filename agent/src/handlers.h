@@ -1,0 +1,11 @@
+/* Entry points of the Kafka API handlers, one per api key (see handlers.c for the table). */
+#ifndef RUNNEL_AGENT_HANDLERS_H
+#define RUNNEL_AGENT_HANDLERS_H
+
+#include "agent.h"
+
+void agent_handle_api_versions(struct agent_req *req);     /* api_versions.c */
+void agent_handle_metadata(struct agent_req *req);         /* metadata_api.c */
+void agent_handle_describe_cluster(struct agent_req *req); /* metadata_api.c */
+
+#endif
