@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Agent benchmark: starts `runnel dev` on a free 127.0.0.1 port with a temporary data directory,
 # runs bench_agent_kafka against it and, in the same run, against librdkafka's mock cluster, and
-# prints throughput, paced produce latency and the Runnel/mock ratios (docs/benchmarks-agent.md).
+# prints throughput, paced produce latency, the Runnel/mock ratios and runnel dev's resident memory
+# at idle and after the run (docs/benchmarks-agent.md).
 #
 #   tests/bench/agent.sh [BUILD_DIR] [bench args...]     e.g. tests/bench/agent.sh build/release --rounds 5
 #   tests/bench/agent.sh --mock-only [BUILD_DIR]         only the mock peer (no runnel needed)
@@ -64,8 +65,14 @@ for _ in $(seq 1 300); do
     fi
     sleep 0.1
 done
+rss() {
+    awk '/^VmRSS/ {print $2 " KiB"}' "/proc/$pid/status" 2>/dev/null
+}
 echo "agent.sh: runnel dev at 127.0.0.1:$port (data $data)"
+sleep 2
+echo "agent.sh: runnel dev resident memory at idle: $(rss)"
 "$bench" --bootstrap "127.0.0.1:$port" "$@"
 status=$?
+echo "agent.sh: runnel dev resident memory after the run: $(rss)"
 [ $status -eq 0 ] && rm -f "$log"
 exit $status
