@@ -1,6 +1,6 @@
 # The two commands a user needs (see README.md):
 #   make test   installs what is missing, builds, and runs every test
-#   make run    (arrives with the agent; see README.md)
+#   make run    installs what is missing, builds, and starts `runnel dev` (ARGS="--listen ...")
 # Other targets: build (release build), bench (run the benchmarks), format, regen.
 BUILD ?= build
 
@@ -34,5 +34,5 @@ regen:
 clean:
 	rm -rf $(BUILD)
 
-run:
-	@echo "make run arrives with the agent (runnel dev); see README.md"; exit 1
+run: build
+	./$(BUILD)/release/agent/runnel dev $(ARGS)
