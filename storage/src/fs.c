@@ -229,7 +229,9 @@ static void store__fs_get(struct store__fs_work *w, bool head)
                     (unsigned long long)len, (unsigned long long)w->fs->max_get_bytes);
         goto out_close;
     }
-    op->res.body = kp_xmalloc(len == 0 ? 1 : (size_t)len);
+    if (op->res.body == NULL) {
+        op->res.body = kp_xmalloc(len == 0 ? 1 : (size_t)len);
+    }
     size_t done = 0;
     while (done < len) {
         ssize_t n = pread(fd, op->res.body + done, (size_t)len - done, (off_t)(off + done));
@@ -249,6 +251,11 @@ static void store__fs_get(struct store__fs_work *w, bool head)
 out_close:
     close(fd);
 out:
+    if (op->res.err != 0) {
+        free(op->res.body);
+        op->res.body = NULL;
+        op->res.body_len = 0;
+    }
     free(path);
 }
 
@@ -434,6 +441,11 @@ static void store__fs_start(struct store *s, struct store__op *op)
         store__attempt_done(op);
         return;
     }
+    if (op->kind == STORE_GET && !op->tail && op->rlen > 0 && op->rlen <= fs->max_get_bytes) {
+        /* Ranged reads know their size: allocate on the loop thread, whose heap keeps its pages,
+         * instead of a worker's arena, which hands back fresh (page-faulting) memory. */
+        op->res.body = kp_xmalloc((size_t)op->rlen);
+    }
     struct store__fs_work *w = kp_xcalloc(1, sizeof(*w));
     w->op = op;
     w->fs = fs;
@@ -443,6 +455,8 @@ static void store__fs_start(struct store *s, struct store__op *op)
     int rc = uv_queue_work(s->loop, &w->work, store__fs_work_cb, store__fs_after_cb);
     if (rc < 0) {
         free(w);
+        free(op->res.body);
+        op->res.body = NULL;
         store__fail(&op->res, -EIO, "uv_queue_work: %s", uv_strerror(rc));
         store__attempt_done(op);
     }
