@@ -107,8 +107,8 @@ int store_open(uv_loop_t *loop, const char *url, const struct store_config *cfg,
                char *err, size_t errlen);
 
 /*
- * Cancels every request in flight (their callbacks run with -ECANCELED during this call or on a
- * later loop iteration), releases the store's handles and frees it once they are closed. The
+ * Cancels every request in flight (their callbacks run with -ECANCELED on later loop
+ * iterations), releases the store's handles and frees it once they are closed. The
  * caller keeps running the loop until it has no more handles, as with any libuv object.
  */
 void store_close(struct store *s);
@@ -117,9 +117,11 @@ void store_close(struct store *s);
 const char *store_backend(const struct store *s);
 
 /*
- * Operations. Each fills `req` (whose previous results must have been cleaned up), submits it and
- * returns 0; req->cb runs later exactly once. A negative return (-EINVAL for a bad key or range,
- * -EBUSY if req is in flight) means nothing was submitted and the callback will not run.
+ * Operations. Each fills `req` (zeroed before its first use; previous results cleaned up),
+ * submits it and returns 0; req->cb runs later exactly once, never inside this call. `data` and
+ * `timeout_ms` are kept, every other field is reset. A negative return (-EINVAL for a bad key or
+ * range, -EBUSY if req is in flight, -ECANCELED if the store is closing) means nothing was
+ * submitted and the callback will not run.
  * Keys are copied. PUT borrows `buf` until the callback runs.
  */
 int store_put(struct store *s, struct store_req *req, const char *key, const void *buf, size_t len,
