@@ -7,7 +7,8 @@
 #   tests/bench/agent.sh [BUILD_DIR] [bench args...]     e.g. tests/bench/agent.sh build/release --rounds 5
 #   tests/bench/agent.sh --mock-only [BUILD_DIR]         only the mock peer (no runnel needed)
 #
-# BUILD_DIR defaults to build/release (configured here if missing, Release, gcc). The runnel dev
+# BUILD_DIR defaults to build/release (configured here if missing, Release, gcc); RUNNEL=PATH
+# takes the runnel binary from elsewhere instead of building it there. The runnel dev
 # process is stopped with SIGTERM at the end whatever happens; its log is kept when it fails.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +26,7 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null || exit 1
 fi
 targets=(bench_agent_kafka)
-[ $mock_only = 1 ] || targets+=(runnel)
+[ $mock_only = 1 ] || [ -n "${RUNNEL:-}" ] || targets+=(runnel)
 cmake --build "$build" --target "${targets[@]}" -j2 >/dev/null || {
     echo "agent.sh: build of ${targets[*]} failed in $build" >&2
     exit 1
@@ -35,7 +36,7 @@ if [ $mock_only = 1 ]; then
     exec "$bench" --mock-only "$@"
 fi
 
-runnel=$build/agent/runnel
+runnel=${RUNNEL:-$build/agent/runnel}
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$(mktemp -d /tmp/runnel-bench-XXXXXX)
 log=$data.log

@@ -100,6 +100,11 @@ class Reporter:
             self.failures.append(name)
         self.line(status, name, msg)
 
+    def keep_on_failure(self, cluster):
+        """Asks the cluster to keep its data and logs if any check failed."""
+        if self.failed:
+            cluster.keep = True
+
     def summary(self):
         print("%d passed, %d failed, %d skipped" % (self.passed, self.failed, self.skipped),
               flush=True)
@@ -261,6 +266,7 @@ class DevCluster:
         os.makedirs(self.log_dir, exist_ok=True)
         self.starts = 0
         self.proc = None
+        self.keep = False  # set when a check failed: keep data and logs
 
     def start(self):
         self.starts += 1
@@ -276,11 +282,13 @@ class DevCluster:
         return rc
 
     def restart(self):
+        """SIGTERM, then start again on the same port and data directory (even when the exit
+        status was wrong, so later checks still see what survived); raises if it was not 0."""
         rc = self.stop()
+        self.start()
         if rc != 0:
             raise CheckFailed("runnel dev exited %s on SIGTERM (want 0); log in %s"
                               % (rc, self.log_dir))
-        self.start()
 
     def __enter__(self):
         self.start()
@@ -289,11 +297,11 @@ class DevCluster:
     def __exit__(self, *exc):
         if self.proc is not None:
             self.stop()
-        if self.own_dir and exc[0] is None:
+        if self.own_dir and exc[0] is None and not self.keep:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             shutil.rmtree(self.log_dir, ignore_errors=True)
-        elif exc[0] is not None:
-            print("runnel logs kept in %s" % self.log_dir)
+        else:
+            print("runnel data in %s, logs in %s (kept)" % (self.data_dir, self.log_dir))
         return False
 
 
@@ -314,6 +322,7 @@ class SplitCluster:
         self.meta = None
         self.agent = None
         self.starts = 0
+        self.keep = False  # set when a check failed: keep logs
 
     def start_rgw(self):
         rgw = os.path.join(ROOT, "tests", "integration", "lib", "rgw.sh")
@@ -363,7 +372,7 @@ class SplitCluster:
                 stop_process(p)
         rgw = os.path.join(ROOT, "tests", "integration", "lib", "rgw.sh")
         subprocess.run(["bash", rgw, "stop", self.rgw_dir], capture_output=True, timeout=120)
-        if exc[0] is None:
+        if exc[0] is None and not self.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
             print("runnel logs kept in %s" % self.tmp)

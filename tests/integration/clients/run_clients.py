@@ -76,6 +76,7 @@ def main():
                 continue
             assert c in PY_ADAPTERS or c in NODE_CLIENTS
             run_client(rep, c, cluster, set(args.only), kind)
+        rep.keep_on_failure(cluster)
     return rep.summary()
 
 

@@ -159,6 +159,7 @@ def main():
 
         if rep.run("produce-through-kills", produce) is not None:
             rep.run("nothing-lost-nothing-duplicated", verify)
+        rep.keep_on_failure(cluster)
     return rep.summary()
 
 

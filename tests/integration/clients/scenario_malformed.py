@@ -325,6 +325,7 @@ def main():
 
         rep.run("still-serving", still_serving)
         bystander.close()
+        rep.keep_on_failure(cluster)
     return rep.summary()
 
 

@@ -88,6 +88,7 @@ def main():
             rep.run("sigterm-restart", after_sigterm)
             rep.run("sigkill-restart", after_sigkill)
             rep.run("other-client-reads", other_clients)
+        rep.keep_on_failure(cluster)
     return rep.summary()
 
 
