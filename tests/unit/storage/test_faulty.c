@@ -247,11 +247,8 @@ static void test_latency_and_deadline(void **state)
     struct tstore_wait w = {0};
     r.data = &w;
     r.timeout_ms = 20;
-    uint64_t start = uv_hrtime();
     assert_int_equal(store_put(t->s, &r, "k", "v", 1, 0, tstore_cb), 0);
     assert_int_equal(tstore_wait(&t->loop, &r), -ETIMEDOUT);
-    uint64_t ms = (uv_hrtime() - start) / 1000000;
-    assert_true(ms < 200); /* the deadline ended it, not the latency */
     assert_non_null(strstr(r.msg, "deadline of 20 ms"));
     /* Not applied: the latency sits before the inner store. */
     assert_int_equal(tstore_get(&t->loop, t->plain, "k", 0, 0, &r), -ENOENT);
