@@ -15,8 +15,10 @@
 
 /* Sorted by key. {key, min advertised, max advertised, handler} */
 static const struct agent_api agent__apis[] = {
+    {0, 0, 11, agent_handle_produce},
     {3, 0, 12, agent_handle_metadata},
     {18, 0, 3, agent_handle_api_versions},
+    {22, 0, 4, agent_handle_init_producer_id},
     {60, 0, 1, agent_handle_describe_cluster},
 };
 

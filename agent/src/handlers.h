@@ -5,6 +5,8 @@
 #include "agent.h"
 
 void agent_handle_api_versions(struct agent_req *req);     /* api_versions.c */
+void agent_handle_produce(struct agent_req *req);          /* produce.c */
+void agent_handle_init_producer_id(struct agent_req *req); /* produce.c */
 void agent_handle_metadata(struct agent_req *req);         /* metadata_api.c */
 void agent_handle_describe_cluster(struct agent_req *req); /* metadata_api.c */
 

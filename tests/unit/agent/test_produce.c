@@ -1,0 +1,608 @@
+/*
+ * The write path (agent/src/produce.c) on one libuv loop: a real agent listener, an in-process
+ * metadata server over loopback, and a mem:// (or faulty+mem://) store. A raw client socket
+ * sends Produce and InitProducerId frames built with the generated codec and checks the
+ * answers: offsets assigned in order across flushes, every validation error code, acks=0 (no
+ * answer, order kept), idempotent duplicates and gaps, LogAppendTime, store failures answered
+ * with a retriable error and never acknowledged, backpressure and drain.
+ */
+#include "test_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "agent.h"
+#include "runnel/metadata/client.h"
+#include "runnel/metadata/server.h"
+#include "runnel/protocol/compress.h"
+#include "runnel/protocol/errors.h"
+#include "runnel/protocol/records.h"
+
+struct env {
+    uv_loop_t loop;          /* test loop */
+    struct agent a;          /* agent under test */
+    struct meta_server *srv; /* metadata service */
+    char dir[64];            /* its data directory */
+    int port;                /* agent listener port */
+    int fd;                  /* raw client socket */
+    int done;                /* completed callbacks */
+    int drained;             /* drain callbacks */
+    struct kp_arena arena;   /* decoded responses */
+};
+
+static struct env *drain_env;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pump(struct env *e, int *counter, int target)
+{
+    for (int i = 0; i < 20000 && *counter < target; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+        usleep(200);
+    }
+    assert_true(*counter >= target);
+}
+
+static void on_created(void *arg, int status, const void *resp)
+{
+    struct env *e = arg;
+    assert_int_equal(status, 0);
+    const struct kp_meta_create_topics_response *r = resp;
+    for (int32_t i = 0; i < r->topics_count; i++) {
+        assert_int_equal(r->topics[i].error_code, 0);
+    }
+    e->done++;
+}
+
+static void create_topic(struct env *e, const char *name, int32_t parts, const char *cfg_name,
+                         const char *cfg_value)
+{
+    struct kp_meta_create_topics_request rq;
+    kp_meta_create_topics_request_init(&rq);
+    struct kp_meta_create_topics_request_meta_creatable_topic t;
+    kp_meta_create_topics_request_meta_creatable_topic_init(&t);
+    struct kp_meta_create_topics_request_meta_creatable_config c;
+    kp_meta_create_topics_request_meta_creatable_config_init(&c);
+    t.name = kp_str_from(name);
+    t.num_partitions = parts;
+    if (cfg_name != NULL) {
+        c.name = kp_str_from(cfg_name);
+        c.value = kp_str_from(cfg_value);
+        t.configs = &c;
+        t.configs_count = 1;
+    }
+    rq.topics = &t;
+    rq.topics_count = 1;
+    int before = e->done;
+    assert_int_equal(meta_client_call(e->a.meta, 1001, &rq, on_created, e), 0);
+    pump(e, &e->done, before + 1);
+}
+
+static void start(struct env *e, const char *store_url, int64_t buffer_max)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->dir, sizeof(e->dir), "/tmp/runnel-test-produce-XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    struct meta_server_options o;
+    meta_server_options_default(&o);
+    o.data_dir = e->dir;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    char err[256];
+    assert_int_equal(meta_server_open(&e->srv, &e->loop, &o, err, sizeof(err)), 0);
+
+    struct agent *a = &e->a;
+    a->loop = &e->loop;
+    a->cfg.listen = "127.0.0.1:0";
+    a->cfg.advertise = "";
+    a->cfg.cluster_id = "test";
+    a->cfg.max_frame_bytes = 64 << 20;
+    a->cfg.max_connections = 100;
+    a->cfg.idle_timeout_ms = 0;
+    a->cfg.flush_interval_ms = 5;
+    a->cfg.flush_bytes = 1 << 20;
+    a->cfg.buffer_max_bytes = buffer_max;
+    a->cfg.zstd_level = 1;
+    a->cfg.default_partitions = 1;
+    a->cfg.log_level = "error";
+    a->cfg.log_format = "logfmt";
+    assert_int_equal(store_open(&e->loop, store_url, NULL, &a->store, err, sizeof(err)), 0);
+    assert_int_equal(meta_client_open(&a->meta, &e->loop, "127.0.0.1", meta_server_port(e->srv)),
+                     0);
+    assert_int_equal(agent_produce_init(a), 0);
+    assert_int_equal(agent_server_start(a), 0);
+    struct sockaddr_in sin;
+    int len = sizeof(sin);
+    assert_int_equal(uv_tcp_getsockname(&a->listener, (struct sockaddr *)&sin, &len), 0);
+    e->port = ntohs(sin.sin_port);
+
+    e->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(e->fd >= 0);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(0x7f000001);
+    sin.sin_port = htons((uint16_t)e->port);
+    fcntl(e->fd, F_SETFL, O_NONBLOCK);
+    int rc = connect(e->fd, (struct sockaddr *)&sin, sizeof(sin));
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    for (int i = 0; i < 50; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+    kp_arena_init(&e->arena, 0);
+}
+
+static void on_drained(struct agent *a)
+{
+    (void)a;
+    drain_env->drained++;
+}
+
+static void stop(struct env *e)
+{
+    close(e->fd);
+    drain_env = e;
+    agent_produce_drain(&e->a, on_drained);
+    pump(e, &e->drained, 1);
+    agent_server_stop(&e->a);
+    agent_produce_free(&e->a);
+    agent_topics_free(&e->a);
+    meta_client_close(e->a.meta);
+    store_close(e->a.store);
+    meta_server_close(e->srv);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    kp_arena_free(&e->arena);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Sends one request (header + body encoded with the generated codec). */
+static void send_req(struct env *e, int16_t key, int16_t version, int32_t corr, const void *body)
+{
+    const struct kp_api *api = kp_api_find(key);
+    assert_non_null(api);
+    struct kp_request_header h;
+    kp_request_header_init(&h);
+    h.request_api_key = key;
+    h.request_api_version = version;
+    h.correlation_id = corr;
+    h.client_id = kp_str_from("test");
+    int16_t hv = kp_request_header_version(key, version);
+    size_t hl = 0;
+    size_t bl = 0;
+    assert_int_equal(kp_request_header_size(&h, hv, &hl), 0);
+    assert_int_equal(api->request->size(body, version, &bl), 0);
+    size_t n = 4 + hl + bl;
+    uint8_t *buf = malloc(n);
+    struct kp_writer w;
+    kp_writer_init(&w, buf, n);
+    kp_write_i32(&w, (int32_t)(hl + bl));
+    assert_int_equal(kp_request_header_encode(&h, hv, &w), 0);
+    assert_int_equal(api->request->encode(body, version, &w), 0);
+    size_t off = 0;
+    for (int i = 0; i < 100000 && off < n; i++) {
+        ssize_t k = send(e->fd, buf + off, n - off, MSG_NOSIGNAL);
+        if (k > 0) {
+            off += (size_t)k;
+        }
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+    assert_int_equal(off, n);
+    free(buf);
+}
+
+/* Receives one response frame and decodes it as `key`/`version`; returns the correlation id. */
+static int32_t recv_resp(struct env *e, int16_t key, int16_t version, void *out)
+{
+    uint8_t szb[4];
+    size_t got = 0;
+    uint8_t *frame = NULL;
+    size_t need = 4;
+    for (int i = 0; i < 50000; i++) {
+        uint8_t *dst = frame == NULL ? szb + got : frame + (got - 4);
+        ssize_t k = recv(e->fd, dst, need - got, MSG_DONTWAIT);
+        if (k > 0) {
+            got += (size_t)k;
+        }
+        if (got == need && frame == NULL) {
+            need = 4 + (((size_t)szb[0] << 24) | ((size_t)szb[1] << 16) | ((size_t)szb[2] << 8) |
+                        szb[3]);
+            frame = malloc(need - 4);
+        }
+        if (frame != NULL && got == need) {
+            break;
+        }
+        if (k <= 0) {
+            uv_run(&e->loop, UV_RUN_NOWAIT);
+            usleep(100);
+        }
+    }
+    assert_non_null(frame);
+    assert_int_equal(got, need);
+    struct kp_reader r;
+    kp_reader_init(&r, kp_arena_memdup(&e->arena, frame, need - 4), need - 4);
+    free(frame);
+    struct kp_response_header h;
+    kp_response_header_init(&h);
+    assert_int_equal(
+        kp_response_header_decode(&r, kp_response_header_version(key, version), &e->arena, &h), 0);
+    const struct kp_api *api = kp_api_find(key);
+    api->response->init(out);
+    assert_int_equal(api->response->decode(&r, version, &e->arena, out), 0);
+    return h.correlation_id;
+}
+
+/* True when nothing arrives on the socket within a few loop turns. */
+static bool nothing_pending(struct env *e)
+{
+    uint8_t b;
+    for (int i = 0; i < 200; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+        usleep(200);
+    }
+    return recv(e->fd, &b, 1, MSG_DONTWAIT | MSG_PEEK) < 0 && errno == EAGAIN;
+}
+
+static uint8_t *batch(int codec, const char *value, int n, int64_t ts, int64_t pid, int16_t epoch,
+                      int32_t seq, size_t *len)
+{
+    struct kp_record_in recs[8];
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++) {
+        memset(&recs[i], 0, sizeof(recs[i]));
+        recs[i].key = (struct kp_bytes){(const uint8_t *)"k", 1};
+        recs[i].value = (struct kp_bytes){(const uint8_t *)value, (int32_t)strlen(value)};
+        recs[i].timestamp = ts;
+    }
+    struct kp_batch_spec spec;
+    kp_batch_spec_init(&spec);
+    spec.attributes = (int16_t)codec;
+    spec.producer_id = pid;
+    spec.producer_epoch = epoch;
+    spec.base_sequence = seq;
+    uint8_t *out = NULL;
+    assert_int_equal(kp_batch_build(&spec, recs, (size_t)n, &out, len), 0);
+    return out;
+}
+
+struct part_in {
+    int32_t index;          /* partition */
+    const uint8_t *records; /* bytes */
+    size_t len;             /* bytes */
+};
+
+static void produce(struct env *e, int16_t version, int16_t acks, int32_t corr, const char *topic,
+                    const struct part_in *parts, int n)
+{
+    struct kp_produce_request rq;
+    kp_produce_request_init(&rq);
+    struct kp_produce_request_topic_produce_data td;
+    kp_produce_request_topic_produce_data_init(&td);
+    struct kp_produce_request_partition_produce_data pd[8];
+    for (int i = 0; i < n; i++) {
+        kp_produce_request_partition_produce_data_init(&pd[i]);
+        pd[i].index = parts[i].index;
+        pd[i].records = (struct kp_bytes){parts[i].records, (int32_t)parts[i].len};
+    }
+    td.name = kp_str_from(topic);
+    td.partition_data = pd;
+    td.partition_data_count = n;
+    rq.acks = acks;
+    rq.timeout_ms = 30000;
+    rq.topic_data = &td;
+    rq.topic_data_count = 1;
+    send_req(e, 0, version, corr, &rq);
+}
+
+static const struct kp_produce_response_partition_produce_response *
+answer(struct env *e, int16_t version, int32_t corr, int nparts)
+{
+    struct kp_produce_response *r = kp_arena_calloc(&e->arena, 1, sizeof(*r));
+    assert_int_equal(recv_resp(e, 0, version, r), corr);
+    assert_int_equal(r->responses_count, 1);
+    assert_int_equal(r->responses[0].partition_responses_count, nparts);
+    return r->responses[0].partition_responses;
+}
+
+/* Offsets are assigned in order across flushes, per partition; objects land in the store. */
+static void test_produce_offsets(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "mem://", 256 << 20);
+    create_topic(&e, "t1", 2, NULL, NULL);
+    int64_t ts = now_ms();
+    for (int round = 0; round < 3; round++) {
+        size_t l0 = 0;
+        size_t l1 = 0;
+        uint8_t *b0 = batch(0, "v0", 2, ts, -1, -1, -1, &l0);
+        uint8_t *b1 = batch(KP_CODEC_GZIP, "v1", 3, ts, -1, -1, -1, &l1);
+        struct part_in parts[2] = {{0, b0, l0}, {1, b1, l1}};
+        int16_t version = round == 0 ? 3 : (round == 1 ? 7 : 11);
+        produce(&e, version, -1, 10 + round, "t1", parts, 2);
+        const struct kp_produce_response_partition_produce_response *p =
+            answer(&e, version, 10 + round, 2);
+        assert_int_equal(p[0].index, 0);
+        assert_int_equal(p[0].error_code, 0);
+        assert_int_equal(p[0].base_offset, round * 2);
+        assert_int_equal(p[0].log_append_time_ms, -1);
+        assert_int_equal(p[1].error_code, 0);
+        assert_int_equal(p[1].base_offset, round * 3);
+        if (version >= 5) {
+            assert_int_equal(p[1].log_start_offset, 0);
+        }
+        free(b0);
+        free(b1);
+    }
+    assert_int_equal(e.a.buffered_bytes, 0);
+    stop(&e);
+}
+
+/* Every per-partition validation error, beside a good batch that is stored. */
+static void test_produce_validation(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "mem://", 256 << 20);
+    create_topic(&e, "v", 8, NULL, NULL);
+    create_topic(&e, "small", 1, "max.message.bytes", "200");
+    int64_t ts = now_ms();
+    size_t lg = 0;
+    size_t lc = 0;
+    size_t lz = 0;
+    size_t lf = 0;
+    size_t ltwo = 0;
+    uint8_t *good = batch(0, "good", 1, ts, -1, -1, -1, &lg);
+    uint8_t *crc = batch(0, "bad crc", 1, ts, -1, -1, -1, &lc);
+    crc[lc - 1] ^= 0xff;
+    uint8_t *zstd = batch(KP_CODEC_ZSTD, "zstd", 1, ts, -1, -1, -1, &lz);
+    uint8_t *future = batch(0, "future", 1, ts + 2 * 3600000LL, -1, -1, -1, &lf);
+    uint8_t *two = malloc(2 * lg);
+    memcpy(two, good, lg);
+    memcpy(two + lg, good, lg);
+    ltwo = 2 * lg;
+    uint8_t trunc[30];
+    memcpy(trunc, good, sizeof(trunc));
+
+    struct part_in parts[7] = {
+        {0, good, lg},
+        {1, crc, lc},
+        {2, zstd, lz},
+        {3, future, lf},
+        {4, two, ltwo},
+        {99, good, lg},
+        {5, trunc, sizeof(trunc)},
+    };
+    produce(&e, 3, 1, 20, "v", parts, 7);
+    const struct kp_produce_response_partition_produce_response *p = answer(&e, 3, 20, 7);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 0);
+    assert_int_equal(p[1].error_code, KP_ERROR_CORRUPT_MESSAGE);
+    assert_int_equal(p[2].error_code, KP_ERROR_UNSUPPORTED_COMPRESSION_TYPE);
+    assert_int_equal(p[3].error_code, KP_ERROR_INVALID_TIMESTAMP);
+    assert_int_equal(p[4].error_code, KP_ERROR_INVALID_RECORD);
+    assert_int_equal(p[5].index, 99);
+    assert_int_equal(p[5].error_code, KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+    assert_int_equal(p[6].error_code, KP_ERROR_CORRUPT_MESSAGE);
+    for (int i = 1; i < 7; i++) {
+        assert_int_equal(p[i].base_offset, -1);
+    }
+
+    /* zstd is fine from v7; v8+ carries an error message. */
+    struct part_in zp[1] = {{2, zstd, lz}};
+    produce(&e, 7, 1, 21, "v", zp, 1);
+    p = answer(&e, 7, 21, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 0);
+    struct part_in cp[1] = {{1, crc, lc}};
+    produce(&e, 9, 1, 22, "v", cp, 1);
+    p = answer(&e, 9, 22, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_CORRUPT_MESSAGE);
+    assert_true(p[0].error_message.len > 0);
+
+    /* Too large for the topic; unknown topic; Produce v2 is refused. */
+    size_t lb = 0;
+    char big[400];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    uint8_t *bigb = batch(0, big, 1, ts, -1, -1, -1, &lb);
+    struct part_in bp[1] = {{0, bigb, lb}};
+    produce(&e, 8, -1, 23, "small", bp, 1);
+    p = answer(&e, 8, 23, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_MESSAGE_TOO_LARGE);
+    struct part_in gp[1] = {{0, good, lg}};
+    produce(&e, 8, -1, 24, "nope", gp, 1);
+    p = answer(&e, 8, 24, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+    produce(&e, 2, -1, 25, "v", gp, 1);
+    p = answer(&e, 2, 25, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_UNSUPPORTED_VERSION);
+    produce(&e, 7, 2, 26, "v", gp, 1);
+    p = answer(&e, 7, 26, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_INVALID_REQUIRED_ACKS);
+    /* The good partition moved on by exactly one record. */
+    produce(&e, 7, -1, 27, "v", gp, 1);
+    p = answer(&e, 7, 27, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 1);
+
+    free(good);
+    free(crc);
+    free(zstd);
+    free(future);
+    free(two);
+    free(bigb);
+    stop(&e);
+}
+
+/* acks=0 gets no answer and keeps the order of the answers after it; the data is stored. */
+static void test_produce_acks0(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "mem://", 256 << 20);
+    create_topic(&e, "z", 1, NULL, NULL);
+    size_t l = 0;
+    uint8_t *b = batch(0, "zero", 1, now_ms(), -1, -1, -1, &l);
+    struct part_in parts[1] = {{0, b, l}};
+    produce(&e, 7, 0, 30, "z", parts, 1);
+    produce(&e, 7, -1, 31, "z", parts, 1);
+    const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 31, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 1); /* the acks=0 record took offset 0 */
+    assert_true(nothing_pending(&e));
+    free(b);
+    stop(&e);
+}
+
+/* InitProducerId, then idempotent batches: in order, duplicates answered with the original
+ * offset, gaps refused; transactional ids refused. */
+static void test_produce_idempotent(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "mem://", 256 << 20);
+    create_topic(&e, "i", 1, NULL, NULL);
+    struct kp_init_producer_id_request ir;
+    kp_init_producer_id_request_init(&ir);
+    ir.transactional_id = KP_STR_NULL;
+    ir.transaction_timeout_ms = 60000;
+    ir.producer_id = -1;
+    ir.producer_epoch = -1;
+    send_req(&e, 22, 4, 40, &ir);
+    struct kp_init_producer_id_response irr;
+    assert_int_equal(recv_resp(&e, 22, 4, &irr), 40);
+    assert_int_equal(irr.error_code, 0);
+    assert_true(irr.producer_id >= 0);
+    int64_t pid = irr.producer_id;
+    int16_t epoch = irr.producer_epoch;
+
+    int64_t ts = now_ms();
+    size_t l0 = 0;
+    size_t l1 = 0;
+    size_t l3 = 0;
+    uint8_t *s0 = batch(0, "s0", 2, ts, pid, epoch, 0, &l0);
+    uint8_t *s2 = batch(0, "s2", 1, ts, pid, epoch, 2, &l1);
+    uint8_t *s9 = batch(0, "s9", 1, ts, pid, epoch, 9, &l3);
+    struct part_in a0[1] = {{0, s0, l0}};
+    struct part_in a2[1] = {{0, s2, l1}};
+    struct part_in a9[1] = {{0, s9, l3}};
+    /* Pipelined: seq 0-1, seq 2, then seq 0-1 again (duplicate), then a gap. */
+    produce(&e, 7, -1, 41, "i", a0, 1);
+    produce(&e, 7, -1, 42, "i", a2, 1);
+    produce(&e, 7, -1, 43, "i", a0, 1);
+    produce(&e, 7, -1, 44, "i", a9, 1);
+    const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 41, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 0);
+    p = answer(&e, 7, 42, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 2);
+    p = answer(&e, 7, 43, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 0);
+    p = answer(&e, 7, 44, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+
+    ir.transactional_id = kp_str_from("txn");
+    send_req(&e, 22, 3, 45, &ir);
+    assert_int_equal(recv_resp(&e, 22, 3, &irr), 45);
+    assert_int_equal(irr.error_code, KP_ERROR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    free(s0);
+    free(s2);
+    free(s9);
+    stop(&e);
+}
+
+/* LogAppendTime topics: the answer carries the append time. */
+static void test_produce_log_append_time(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "mem://", 256 << 20);
+    create_topic(&e, "lat", 1, "message.timestamp.type", "LogAppendTime");
+    int64_t before = now_ms();
+    size_t l = 0;
+    uint8_t *b = batch(0, "old", 1, 1000, -1, -1, -1, &l);
+    struct part_in parts[1] = {{0, b, l}};
+    produce(&e, 8, 1, 50, "lat", parts, 1);
+    const struct kp_produce_response_partition_produce_response *p = answer(&e, 8, 50, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_true(p[0].log_append_time_ms >= before);
+    assert_true(p[0].log_append_time_ms <= now_ms());
+    free(b);
+    stop(&e);
+}
+
+/* A store that refuses every PUT: a retriable error, never an acknowledgement, and nothing
+ * committed (the next good produce on a healthy path would start at 0 again). */
+static void test_produce_put_failure(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "faulty+mem://?put_error_rate=1", 256 << 20);
+    create_topic(&e, "f", 1, NULL, NULL);
+    size_t l = 0;
+    uint8_t *b = batch(0, "lost", 1, now_ms(), -1, -1, -1, &l);
+    struct part_in parts[1] = {{0, b, l}};
+    produce(&e, 7, -1, 60, "f", parts, 1);
+    const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 60, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_KAFKA_STORAGE_ERROR);
+    assert_int_equal(p[0].base_offset, -1);
+    assert_true(kp_error_retriable(p[0].error_code));
+    assert_int_equal(e.a.buffered_bytes, 0);
+    free(b);
+    stop(&e);
+}
+
+/* Past buffer.max.bytes reads pause; commits bring the agent back under and reads resume. */
+static void test_produce_backpressure(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "mem://", 1);
+    create_topic(&e, "bp", 1, NULL, NULL);
+    size_t l = 0;
+    uint8_t *b = batch(0, "pressure", 1, now_ms(), -1, -1, -1, &l);
+    struct part_in parts[1] = {{0, b, l}};
+    produce(&e, 7, -1, 70, "bp", parts, 1);
+    int paused = 0;
+    for (int i = 0; i < 20000 && !e.a.paused && e.a.buffered_bytes == 0; i++) {
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+    }
+    paused = e.a.paused;
+    assert_true(paused);
+    const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 70, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_false(e.a.paused);
+    assert_int_equal(e.a.buffered_bytes, 0);
+    free(b);
+    stop(&e);
+}
+
+int run_test_produce(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_produce_offsets),         cmocka_unit_test(test_produce_validation),
+        cmocka_unit_test(test_produce_acks0),           cmocka_unit_test(test_produce_idempotent),
+        cmocka_unit_test(test_produce_log_append_time), cmocka_unit_test(test_produce_put_failure),
+        cmocka_unit_test(test_produce_backpressure),
+    };
+    return cmocka_run_group_tests_name("produce", tests, NULL, NULL);
+}
