@@ -18,7 +18,13 @@ static const struct agent_api agent__apis[] = {
     {0, 0, 11, agent_handle_produce},
     {3, 0, 12, agent_handle_metadata},
     {18, 0, 3, agent_handle_api_versions},
+    {19, 2, 7, agent_handle_create_topics},
+    {20, 1, 6, agent_handle_delete_topics},
     {22, 0, 4, agent_handle_init_producer_id},
+    {32, 0, 4, agent_handle_describe_configs},
+    {33, 0, 2, agent_handle_alter_configs},
+    {37, 0, 3, agent_handle_create_partitions},
+    {44, 0, 1, agent_handle_incremental_alter_configs},
     {60, 0, 1, agent_handle_describe_cluster},
 };
 

@@ -9,5 +9,11 @@ void agent_handle_produce(struct agent_req *req);          /* produce.c */
 void agent_handle_init_producer_id(struct agent_req *req); /* produce.c */
 void agent_handle_metadata(struct agent_req *req);         /* metadata_api.c */
 void agent_handle_describe_cluster(struct agent_req *req); /* metadata_api.c */
+void agent_handle_create_topics(struct agent_req *req);             /* admin.c */
+void agent_handle_delete_topics(struct agent_req *req);             /* admin.c */
+void agent_handle_create_partitions(struct agent_req *req);         /* admin.c */
+void agent_handle_describe_configs(struct agent_req *req);          /* admin.c */
+void agent_handle_alter_configs(struct agent_req *req);             /* admin.c */
+void agent_handle_incremental_alter_configs(struct agent_req *req); /* admin.c */
 
 #endif
