@@ -198,6 +198,9 @@ run)
     RGW_DIR=$(mktemp -d "${TMPDIR:-/tmp}/runnel-rgw.XXXXXX")
     trap 'rgw_stop "$RGW_DIR"' EXIT
     trap 'exit 130' INT TERM
+    # If this script is killed outright (SIGKILL from a test timeout), a watchdog in its own
+    # session stops the daemons, which have daemonized and would otherwise outlive us.
+    setsid "$0" __watch $$ "$RGW_DIR" </dev/null >/dev/null 2>&1 &
     start=$SECONDS
     if ! rgw_start "$RGW_DIR" >/dev/null; then
         tail -n 20 "$RGW_DIR"/log/*.log >&2 2>/dev/null
@@ -208,6 +211,12 @@ run)
     . "$RGW_DIR/env"
     "$@"
     exit $?
+    ;;
+__watch)
+    while kill -0 "$2" 2>/dev/null; do
+        sleep 1
+    done
+    rgw_stop "$3"
     ;;
 *)
     echo "usage: rgw.sh start DIR | stop DIR | run CMD [ARGS...]" >&2
