@@ -185,6 +185,11 @@ int agent_fetch_init(struct agent *a); /* fetch.c */
 void agent_fetch_on_notify(struct agent *a, const struct kp_meta_notify_response *n);
 /* The metadata connection came up (re-watch) or went down. */
 void agent_fetch_on_meta_state(struct agent *a, bool connected);
+/*
+ * Hands a freshly sealed object (`len` bytes, copied) to the read path's chunk cache so that
+ * consumers at the tail are served from memory (fetch.c). Call after the PUT succeeded.
+ */
+void agent_cache_put_object(struct agent *a, const char *key, const uint8_t *obj, size_t len);
 /* Answers every parked fetch now (shutdown). */
 void agent_fetch_drain(struct agent *a);
 void agent_fetch_free(struct agent *a);

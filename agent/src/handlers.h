@@ -4,6 +4,8 @@
 
 #include "agent.h"
 
+void agent_handle_fetch(struct agent_req *req);            /* fetch.c */
+void agent_handle_list_offsets(struct agent_req *req);     /* list_offsets.c */
 void agent_handle_api_versions(struct agent_req *req);     /* api_versions.c */
 void agent_handle_produce(struct agent_req *req);          /* produce.c */
 void agent_handle_init_producer_id(struct agent_req *req); /* produce.c */
