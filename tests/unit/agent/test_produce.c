@@ -596,13 +596,50 @@ static void test_produce_backpressure(void **state)
     stop(&e);
 }
 
+/*
+ * Every request its own object (flush.bytes 1) over a store that fails PUTs at random, so PUTs
+ * finish out of order after retries: commits still go in seal order, which the idempotent
+ * producer's sequence check would refuse otherwise, and offsets follow the request order.
+ */
+static void test_produce_seal_order(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "faulty+mem://?put_error_rate=0.3&seed=7", 256 << 20);
+    e.a.cfg.flush_bytes = 1;
+    create_topic(&e, "o", 1, NULL, NULL);
+    struct kp_init_producer_id_request ir;
+    kp_init_producer_id_request_init(&ir);
+    ir.transactional_id = KP_STR_NULL;
+    send_req(&e, 22, 1, 80, &ir);
+    struct kp_init_producer_id_response irr;
+    assert_int_equal(recv_resp(&e, 22, 1, &irr), 80);
+    assert_int_equal(irr.error_code, 0);
+    enum { N = 16 };
+    uint8_t *bs[N];
+    int64_t ts = now_ms();
+    for (int i = 0; i < N; i++) {
+        size_t l = 0;
+        bs[i] = batch(0, "ordered", 1, ts, irr.producer_id, irr.producer_epoch, i, &l);
+        struct part_in parts[1] = {{0, bs[i], l}};
+        produce(&e, 7, -1, 100 + i, "o", parts, 1);
+    }
+    for (int i = 0; i < N; i++) {
+        const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 100 + i, 1);
+        assert_int_equal(p[0].error_code, 0);
+        assert_int_equal(p[0].base_offset, i);
+        free(bs[i]);
+    }
+    stop(&e);
+}
+
 int run_test_produce(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_produce_offsets),         cmocka_unit_test(test_produce_validation),
         cmocka_unit_test(test_produce_acks0),           cmocka_unit_test(test_produce_idempotent),
         cmocka_unit_test(test_produce_log_append_time), cmocka_unit_test(test_produce_put_failure),
-        cmocka_unit_test(test_produce_backpressure),
+        cmocka_unit_test(test_produce_backpressure),    cmocka_unit_test(test_produce_seal_order),
     };
     return cmocka_run_group_tests_name("produce", tests, NULL, NULL);
 }
