@@ -329,7 +329,8 @@ class SplitCluster:
         out = subprocess.run(["bash", rgw, "start", self.rgw_dir], capture_output=True, text=True,
                              timeout=120)
         if out.returncode != 0:
-            raise RuntimeError("rgw.sh start failed: %s" % out.stderr[-2000:])
+            raise RuntimeError("rgw.sh start exited %d: %s %s" % (
+                out.returncode, out.stdout[-500:], out.stderr[-2000:]))
         for line in out.stdout.splitlines():
             if line.startswith("export "):
                 k, _, v = line[len("export "):].partition("=")
@@ -361,9 +362,14 @@ class SplitCluster:
         wait_port("127.0.0.1", self.aport, 30, self.agent)
 
     def __enter__(self):
-        self.start_rgw()
-        self.start_metadata()
-        self.start_agent()
+        try:
+            self.start_rgw()
+            self.start_metadata()
+            self.start_agent()
+        except BaseException:
+            self.keep = True
+            self.__exit__(None, None, None)  # stop whatever started, RGW included
+            raise
         return self
 
     def __exit__(self, *exc):

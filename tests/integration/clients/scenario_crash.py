@@ -75,8 +75,9 @@ def main():
     with cluster:
         def produce():
             if args.cluster != "mock":
-                fs = AdminClient({"bootstrap.servers": cluster.bootstrap}).create_topics(
-                    [NewTopic(topic, num_partitions=PARTS, replication_factor=1)])
+                admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+                fs = admin.create_topics([NewTopic(topic, num_partitions=PARTS,
+                                                   replication_factor=1)])
                 for f in fs.values():
                     f.result(timeout=30)
             prod = ck.Producer({"bootstrap.servers": cluster.bootstrap,
@@ -105,6 +106,9 @@ def main():
                         break
                     except BufferError:
                         prod.poll(0.1)
+                    except ck.KafkaException as e:  # refused locally: never acknowledged
+                        failed[seq] = "produce(): %s" % e.args[0].str()
+                        break
                 if seq in schedule:
                     kill(schedule[seq])
             left = prod.flush(120)
@@ -113,6 +117,9 @@ def main():
                   % (total, len(acked), len(failed),
                      "; ".join(sorted(set(failed.values()))[:3]), "; ".join(events)), flush=True)
             expect(len(acked) > 0, "nothing was acknowledged")
+            late = [s for s in acked if s >= 3 * total // 4]
+            expect(late, "nothing produced after the last restart was acknowledged: the "
+                   "cluster did not recover")
 
         def verify():
             c = ck.Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique("crash"),
