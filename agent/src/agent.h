@@ -111,6 +111,7 @@ struct agent {
     uv_tcp_t listener;             /* Kafka listener */
     struct agent_conn *conns;      /* live connections */
     int64_t n_conns;               /* count of conns */
+    char meta_addr[300];           /* host:port of the metadata service in use */
     char adv_host[256];            /* advertised host */
     int adv_port;                  /* advertised port */
     size_t buffered_bytes;         /* produce bytes held for flushing or awaiting commit */
