@@ -84,7 +84,10 @@ static void agent__lo_respond(struct agent__loop *op)
             pr->error_code = lp->err;
             pr->offset = lp->err == 0 ? lp->offset : -1;
             pr->timestamp = lp->err == 0 ? lp->timestamp : -1;
-            pr->leader_epoch = lp->err == 0 && lp->offset >= 0 ? AGENT__LO_LEADER_EPOCH : -1;
+            /* LeaderEpoch exists from v4 and is not ignorable: leave the default below. */
+            if (req->hdr.request_api_version >= 4) {
+                pr->leader_epoch = lp->err == 0 && lp->offset >= 0 ? AGENT__LO_LEADER_EPOCH : -1;
+            }
             pr->old_style_offsets = NULL;
             pr->old_style_offsets_count = 0;
         }
