@@ -1,0 +1,815 @@
+/*
+ * The admin APIs (agent/src/admin.c) on one libuv loop: a real agent listener and an in-process
+ * metadata server over loopback. A raw client socket sends CreateTopics, DeleteTopics,
+ * CreatePartitions, DescribeConfigs, AlterConfigs and IncrementalAlterConfigs frames built with
+ * the generated codec, at several versions, and checks error codes, messages, the per-version
+ * fields and that the topic cache forgets changed topics. The pure helpers (list edits for
+ * APPEND/SUBTRACT, error explanations, the config key table) are tested directly.
+ */
+#include "test_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "admin.h"
+#include "agent.h"
+#include "runnel/metadata/client.h"
+#include "runnel/metadata/server.h"
+#include "runnel/metadata/state.h"
+#include "runnel/protocol/errors.h"
+
+struct env {
+    uv_loop_t loop;          /* test loop */
+    struct agent a;          /* agent under test */
+    struct meta_server *srv; /* metadata service */
+    char dir[64];            /* its data directory */
+    int fd;                  /* raw client socket */
+    int32_t corr;            /* next correlation id */
+    struct kp_arena arena;   /* decoded responses */
+};
+
+static void start(struct env *e)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->dir, sizeof(e->dir), "/tmp/runnel-test-admin-XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    struct meta_server_options o;
+    meta_server_options_default(&o);
+    o.data_dir = e->dir;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    char err[256];
+    assert_int_equal(meta_server_open(&e->srv, &e->loop, &o, err, sizeof(err)), 0);
+    struct agent *a = &e->a;
+    a->loop = &e->loop;
+    a->cfg.listen = "127.0.0.1:0";
+    a->cfg.advertise = "";
+    a->cfg.cluster_id = "test";
+    a->cfg.node_id = 7;
+    a->cfg.max_frame_bytes = 64 << 20;
+    a->cfg.max_connections = 100;
+    a->cfg.default_partitions = 2;
+    a->cfg.flush_interval_ms = 5;
+    a->cfg.log_level = "error";
+    a->cfg.log_format = "logfmt";
+    assert_int_equal(meta_client_open(&a->meta, &e->loop, "127.0.0.1", meta_server_port(e->srv)),
+                     0);
+    assert_int_equal(agent_server_start(a), 0);
+    struct sockaddr_in sin;
+    int len = sizeof(sin);
+    assert_int_equal(uv_tcp_getsockname(&a->listener, (struct sockaddr *)&sin, &len), 0);
+    int port = ntohs(sin.sin_port);
+    e->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(e->fd >= 0);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(0x7f000001);
+    sin.sin_port = htons((uint16_t)port);
+    fcntl(e->fd, F_SETFL, O_NONBLOCK);
+    int rc = connect(e->fd, (struct sockaddr *)&sin, sizeof(sin));
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    for (int i = 0; i < 50; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+    kp_arena_init(&e->arena, 0);
+}
+
+static void stop(struct env *e)
+{
+    close(e->fd);
+    for (int i = 0; i < 50; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+    agent_server_stop(&e->a);
+    agent_topics_free(&e->a);
+    meta_client_close(e->a.meta);
+    meta_server_close(e->srv);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    kp_arena_free(&e->arena);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Sends one request and decodes its response into out (memory in e->arena). */
+static void call(struct env *e, int16_t key, int16_t version, const void *body, void *out)
+{
+    const struct kp_api *api = kp_api_find(key);
+    assert_non_null(api);
+    struct kp_request_header h;
+    kp_request_header_init(&h);
+    h.request_api_key = key;
+    h.request_api_version = version;
+    h.correlation_id = ++e->corr;
+    h.client_id = kp_str_from("test-admin");
+    int16_t hv = kp_request_header_version(key, version);
+    size_t hl = 0;
+    size_t bl = 0;
+    assert_int_equal(kp_request_header_size(&h, hv, &hl), 0);
+    assert_int_equal(api->request->size(body, version, &bl), 0);
+    size_t n = 4 + hl + bl;
+    uint8_t *buf = malloc(n);
+    struct kp_writer w;
+    kp_writer_init(&w, buf, n);
+    kp_write_i32(&w, (int32_t)(hl + bl));
+    assert_int_equal(kp_request_header_encode(&h, hv, &w), 0);
+    assert_int_equal(api->request->encode(body, version, &w), 0);
+    size_t off = 0;
+    for (int i = 0; i < 100000 && off < n; i++) {
+        ssize_t k = send(e->fd, buf + off, n - off, MSG_NOSIGNAL);
+        if (k > 0) {
+            off += (size_t)k;
+        }
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+    assert_int_equal(off, n);
+    free(buf);
+
+    uint8_t szb[4];
+    size_t got = 0;
+    uint8_t *frame = NULL;
+    size_t need = 4;
+    for (int i = 0; i < 100000; i++) {
+        uint8_t *dst = frame == NULL ? szb + got : frame + (got - 4);
+        ssize_t k = recv(e->fd, dst, need - got, MSG_DONTWAIT);
+        if (k > 0) {
+            got += (size_t)k;
+        }
+        if (got == need && frame == NULL) {
+            need = 4 + (((size_t)szb[0] << 24) | ((size_t)szb[1] << 16) | ((size_t)szb[2] << 8) |
+                        szb[3]);
+            frame = malloc(need - 4);
+        }
+        if (frame != NULL && got == need) {
+            break;
+        }
+        if (k <= 0) {
+            uv_run(&e->loop, UV_RUN_NOWAIT);
+            usleep(100);
+        }
+    }
+    assert_non_null(frame);
+    assert_int_equal(got, need);
+    struct kp_reader r;
+    kp_reader_init(&r, kp_arena_memdup(&e->arena, frame, need - 4), need - 4);
+    free(frame);
+    struct kp_response_header rh;
+    kp_response_header_init(&rh);
+    assert_int_equal(
+        kp_response_header_decode(&r, kp_response_header_version(key, version), &e->arena, &rh), 0);
+    assert_int_equal(rh.correlation_id, e->corr);
+    api->response->init(out);
+    assert_int_equal(api->response->decode(&r, version, &e->arena, out), 0);
+    assert_int_equal(kp_reader_remaining(&r), 0);
+}
+
+static bool str_has(struct kp_str s, const char *needle)
+{
+    if (s.len < 0) {
+        return false;
+    }
+    char buf[1024];
+    size_t n = (size_t)s.len < sizeof(buf) - 1 ? (size_t)s.len : sizeof(buf) - 1;
+    memcpy(buf, s.ptr, n);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/* ---- request builders ---- */
+
+struct topic_spec {
+    const char *name;
+    int32_t partitions;
+    int16_t rf;
+    const char *cfg_name; /* one config or NULL */
+    const char *cfg_value;
+};
+
+static const struct kp_create_topics_response_creatable_topic_result *
+create(struct env *e, int16_t version, const struct topic_spec *specs, int n, bool validate_only,
+       struct kp_create_topics_response *rs)
+{
+    struct kp_create_topics_request rq;
+    kp_create_topics_request_init(&rq);
+    struct kp_create_topics_request_creatable_topic ts[8];
+    struct kp_create_topics_request_creatable_topic_config cs[8];
+    for (int i = 0; i < n; i++) {
+        kp_create_topics_request_creatable_topic_init(&ts[i]);
+        ts[i].name = kp_str_from(specs[i].name);
+        ts[i].num_partitions = specs[i].partitions;
+        ts[i].replication_factor = specs[i].rf;
+        ts[i].assignments_count = 0;
+        ts[i].configs_count = 0;
+        if (specs[i].cfg_name != NULL) {
+            kp_create_topics_request_creatable_topic_config_init(&cs[i]);
+            cs[i].name = kp_str_from(specs[i].cfg_name);
+            cs[i].value = kp_str_from(specs[i].cfg_value);
+            ts[i].configs = &cs[i];
+            ts[i].configs_count = 1;
+        }
+    }
+    rq.topics = ts;
+    rq.topics_count = n;
+    rq.timeout_ms = 5000;
+    rq.validate_only = validate_only;
+    call(e, 19, version, &rq, rs);
+    return rs->topics_count > 0 ? &rs->topics[0] : NULL;
+}
+
+static int16_t create1(struct env *e, const char *name, int32_t parts, int16_t rf)
+{
+    struct topic_spec s = {name, parts, rf, NULL, NULL};
+    struct kp_create_topics_response rs;
+    const struct kp_create_topics_response_creatable_topic_result *r =
+        create(e, 7, &s, 1, false, &rs);
+    assert_non_null(r);
+    return r->error_code;
+}
+
+static int16_t create_partitions(struct env *e, int16_t version, const char *name, int32_t count,
+                                 bool validate_only, struct kp_str *msg)
+{
+    struct kp_create_partitions_request rq;
+    kp_create_partitions_request_init(&rq);
+    struct kp_create_partitions_request_create_partitions_topic t;
+    kp_create_partitions_request_create_partitions_topic_init(&t);
+    t.name = kp_str_from(name);
+    t.count = count;
+    t.assignments = NULL;
+    t.assignments_count = -1;
+    rq.topics = &t;
+    rq.topics_count = 1;
+    rq.timeout_ms = 5000;
+    rq.validate_only = validate_only;
+    struct kp_create_partitions_response rs;
+    call(e, 37, version, &rq, &rs);
+    assert_int_equal(rs.results_count, 1);
+    assert_true(kp_str_eq_cstr(rs.results[0].name, name));
+    if (msg != NULL) {
+        *msg = rs.results[0].error_message;
+    }
+    return rs.results[0].error_code;
+}
+
+/* DescribeConfigs of one resource; returns its result. */
+static const struct kp_describe_configs_response_describe_configs_result *
+describe(struct env *e, int16_t version, int8_t type, const char *name, const char *only_key,
+         bool synonyms, bool docs)
+{
+    struct kp_describe_configs_request rq;
+    kp_describe_configs_request_init(&rq);
+    struct kp_describe_configs_request_describe_configs_resource res;
+    kp_describe_configs_request_describe_configs_resource_init(&res);
+    struct kp_str key = kp_str_from(only_key);
+    res.resource_type = type;
+    res.resource_name = kp_str_from(name);
+    res.configuration_keys = only_key != NULL ? &key : NULL;
+    res.configuration_keys_count = only_key != NULL ? 1 : -1;
+    rq.resources = &res;
+    rq.resources_count = 1;
+    rq.include_synonyms = synonyms;
+    rq.include_documentation = docs;
+    struct kp_describe_configs_response *rs = kp_arena_calloc(&e->arena, 1, sizeof(*rs));
+    call(e, 32, version, &rq, rs);
+    assert_int_equal(rs->results_count, 1);
+    return &rs->results[0];
+}
+
+static const struct kp_describe_configs_response_describe_configs_resource_result *
+find_cfg(const struct kp_describe_configs_response_describe_configs_result *r, const char *name)
+{
+    for (int32_t i = 0; i < r->configs_count; i++) {
+        if (kp_str_eq_cstr(r->configs[i].name, name)) {
+            return &r->configs[i];
+        }
+    }
+    return NULL;
+}
+
+/* The topic's current value of `key` through DescribeConfigs v4. */
+static bool topic_value_is(struct env *e, const char *topic, const char *key, const char *want)
+{
+    const struct kp_describe_configs_response_describe_configs_result *r =
+        describe(e, 4, 2, topic, key, false, false);
+    assert_int_equal(r->error_code, 0);
+    const struct kp_describe_configs_response_describe_configs_resource_result *c =
+        find_cfg(r, key);
+    assert_non_null(c);
+    return kp_str_eq_cstr(c->value, want);
+}
+
+struct alter_cfg {
+    const char *name;
+    int8_t op;
+    const char *value;
+};
+
+static int16_t incremental(struct env *e, int16_t version, int8_t type, const char *name,
+                           const struct alter_cfg *cfgs, int n, bool validate_only,
+                           struct kp_str *msg)
+{
+    struct kp_incremental_alter_configs_request rq;
+    kp_incremental_alter_configs_request_init(&rq);
+    struct kp_incremental_alter_configs_request_alter_configs_resource res;
+    kp_incremental_alter_configs_request_alter_configs_resource_init(&res);
+    struct kp_incremental_alter_configs_request_alterable_config cs[8];
+    for (int i = 0; i < n; i++) {
+        kp_incremental_alter_configs_request_alterable_config_init(&cs[i]);
+        cs[i].name = kp_str_from(cfgs[i].name);
+        cs[i].config_operation = cfgs[i].op;
+        cs[i].value = kp_str_from(cfgs[i].value);
+    }
+    res.resource_type = type;
+    res.resource_name = kp_str_from(name);
+    res.configs = cs;
+    res.configs_count = n;
+    rq.resources = &res;
+    rq.resources_count = 1;
+    rq.validate_only = validate_only;
+    struct kp_incremental_alter_configs_response rs;
+    call(e, 44, version, &rq, &rs);
+    assert_int_equal(rs.responses_count, 1);
+    assert_true(kp_str_eq_cstr(rs.responses[0].resource_name, name));
+    if (msg != NULL) {
+        *msg = rs.responses[0].error_message;
+    }
+    return rs.responses[0].error_code;
+}
+
+static int16_t alter_legacy(struct env *e, int16_t version, const char *topic, const char *key,
+                            const char *value, bool validate_only, struct kp_str *msg)
+{
+    struct kp_alter_configs_request rq;
+    kp_alter_configs_request_init(&rq);
+    struct kp_alter_configs_request_alter_configs_resource res;
+    kp_alter_configs_request_alter_configs_resource_init(&res);
+    struct kp_alter_configs_request_alterable_config c;
+    kp_alter_configs_request_alterable_config_init(&c);
+    c.name = kp_str_from(key);
+    c.value = kp_str_from(value);
+    res.resource_type = 2;
+    res.resource_name = kp_str_from(topic);
+    res.configs = &c;
+    res.configs_count = 1;
+    rq.resources = &res;
+    rq.resources_count = 1;
+    rq.validate_only = validate_only;
+    struct kp_alter_configs_response rs;
+    call(e, 33, version, &rq, &rs);
+    assert_int_equal(rs.responses_count, 1);
+    if (msg != NULL) {
+        *msg = rs.responses[0].error_message;
+    }
+    return rs.responses[0].error_code;
+}
+
+/* ---- pure helpers ---- */
+
+static bool edit_is(const char *cur, const char *arg, bool append, const char *want)
+{
+    char out[64];
+    if (agent__cfg_list_edit(cur, kp_str_from(arg), append, out, sizeof(out)) != 0) {
+        return false;
+    }
+    return strcmp(out, want) == 0;
+}
+
+static void test_admin_list_edit(void **state)
+{
+    (void)state;
+    assert_true(edit_is("delete", "compact", true, "delete,compact"));
+    assert_true(edit_is("delete", "delete", true, "delete"));
+    assert_true(edit_is("delete, compact", " compact ,delete", true, "delete,compact"));
+    assert_true(edit_is("delete,compact", "delete", false, "compact"));
+    assert_true(edit_is("delete", "delete", false, ""));
+    assert_true(edit_is("", "compact", true, "compact"));
+    assert_true(edit_is("a,b,a", "x", false, "a,b"));
+    char small[8];
+    assert_int_equal(
+        agent__cfg_list_edit("delete", kp_str_from("compact"), true, small, sizeof(small)),
+        -ENOSPC);
+}
+
+static void test_admin_config_table(void **state)
+{
+    (void)state;
+    /* Every key the metadata service stores has a type and documentation here. */
+    for (int k = 0; k < META_CFG_COUNT; k++) {
+        const struct agent__cfg_info *i =
+            agent__cfg_info_find(kp_str_from(meta_config_key_name(k)));
+        assert_non_null(i);
+        assert_true(i->type != AGENT__CFG_UNKNOWN);
+        assert_non_null(i->doc);
+    }
+    assert_int_equal(agent__cfg_info_find(kp_str_from("cleanup.policy"))->type, AGENT__CFG_LIST);
+    assert_null(agent__cfg_info_find(kp_str_from("no.such.key")));
+}
+
+static void test_admin_explain(void **state)
+{
+    (void)state;
+    char out[256];
+    struct kp_str names[2] = {kp_str_from("retention.ms"), kp_str_from("bogus.key")};
+    struct kp_str values[2] = {kp_str_from("100"), kp_str_from("1")};
+    agent__admin_explain(KP_ERROR_INVALID_CONFIG, kp_str_from("t"), names, values, 2, -1, out,
+                         sizeof(out));
+    assert_string_equal(out, "Unknown topic config name: bogus.key");
+    values[0] = kp_str_from("soon");
+    agent__admin_explain(KP_ERROR_INVALID_CONFIG, kp_str_from("t"), names, values, 1, -1, out,
+                         sizeof(out));
+    assert_string_equal(out, "Invalid value soon for configuration retention.ms");
+    values[0] = KP_STR_NULL;
+    agent__admin_explain(KP_ERROR_INVALID_CONFIG, kp_str_from("t"), names, values, 1, -1, out,
+                         sizeof(out));
+    assert_string_equal(out, "Null value not supported for topic configs: retention.ms");
+    agent__admin_explain(KP_ERROR_TOPIC_ALREADY_EXISTS, kp_str_from("t1"), NULL, NULL, 0, -1, out,
+                         sizeof(out));
+    assert_string_equal(out, "Topic 't1' already exists.");
+    agent__admin_explain(KP_ERROR_INVALID_TOPIC_EXCEPTION, kp_str_from("a b"), NULL, NULL, 0, -1,
+                         out, sizeof(out));
+    assert_non_null(strstr(out, "illegal"));
+    agent__admin_explain(KP_ERROR_INVALID_PARTITIONS, kp_str_from("t"), NULL, NULL, 0, 0, out,
+                         sizeof(out));
+    assert_string_equal(out, "Number of partitions was set to an invalid non-positive value.");
+    /* Tiny buffers are still NUL-terminated. */
+    agent__admin_explain(KP_ERROR_TOPIC_ALREADY_EXISTS, kp_str_from("t1"), NULL, NULL, 0, -1, out,
+                         5);
+    assert_int_equal(strlen(out), 4);
+}
+
+/* ---- through the listener ---- */
+
+static void test_admin_create_topics(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    struct kp_create_topics_response rs;
+    struct topic_spec s = {"orders", 3, -1, "retention.ms", "1000"};
+    const struct kp_create_topics_response_creatable_topic_result *r =
+        create(&e, 7, &s, 1, false, &rs);
+    assert_int_equal(r->error_code, 0);
+    assert_int_equal(r->num_partitions, 3);
+    assert_int_equal(r->replication_factor, 1);
+    static const struct kp_uuid zero;
+    assert_true(memcmp(r->topic_id.b, zero.b, 16) != 0);
+    bool seen = false;
+    for (int32_t i = 0; i < r->configs_count; i++) {
+        if (kp_str_eq_cstr(r->configs[i].name, "retention.ms")) {
+            assert_true(kp_str_eq_cstr(r->configs[i].value, "1000"));
+            assert_int_equal(r->configs[i].config_source, 1);
+            seen = true;
+        } else if (kp_str_eq_cstr(r->configs[i].name, "cleanup.policy")) {
+            assert_true(kp_str_eq_cstr(r->configs[i].value, "delete"));
+            assert_int_equal(r->configs[i].config_source, 5);
+        }
+    }
+    assert_true(seen);
+
+    /* Again: TOPIC_ALREADY_EXISTS with Kafka's message, at v2 (no configs there). */
+    r = create(&e, 2, &s, 1, false, &rs);
+    assert_int_equal(r->error_code, KP_ERROR_TOPIC_ALREADY_EXISTS);
+    assert_true(kp_str_eq_cstr(r->error_message, "Topic 'orders' already exists."));
+
+    /* validate_only creates nothing but reports the configs it would have. */
+    struct topic_spec v = {"checked", 4, 3, "cleanup.policy", "compact"};
+    r = create(&e, 5, &v, 1, true, &rs);
+    assert_int_equal(r->error_code, 0);
+    assert_int_equal(r->num_partitions, 4);
+    assert_true(r->configs_count > 0);
+    assert_int_equal(create1(&e, "checked", 4, 1), 0); /* it did not exist */
+
+    /* Defaults, refusals and their codes. */
+    assert_int_equal(create1(&e, "dflt", -1, -1), 0);
+    assert_int_equal(describe(&e, 4, 2, "dflt", NULL, false, false)->error_code, 0);
+    assert_int_equal(create_partitions(&e, 3, "dflt", 2, false, NULL),
+                     KP_ERROR_INVALID_PARTITIONS); /* it has num.partitions = 2 already */
+    assert_int_equal(create1(&e, "rf0", 1, 0), KP_ERROR_INVALID_REPLICATION_FACTOR);
+    assert_int_equal(create1(&e, "rf-2", 1, -2), KP_ERROR_INVALID_REPLICATION_FACTOR);
+    assert_int_equal(create1(&e, "p0", 0, 1), KP_ERROR_INVALID_PARTITIONS);
+    assert_int_equal(create1(&e, "bad name", 1, 1), KP_ERROR_INVALID_TOPIC_EXCEPTION);
+    struct topic_spec bad[] = {
+        {"badcfg", 1, 1, "retention.ms", "forever"},
+        {"unknowncfg", 1, 1, "no.such.config", "1"},
+        {"dup", 1, 1, NULL, NULL},
+        {"dup", 2, 1, NULL, NULL},
+    };
+    struct kp_create_topics_response rb;
+    create(&e, 4, bad, 4, false, &rb);
+    assert_int_equal(rb.topics_count, 3); /* one result for the repeated name */
+    assert_int_equal(rb.topics[0].error_code, KP_ERROR_INVALID_CONFIG);
+    assert_true(kp_str_eq_cstr(rb.topics[0].error_message,
+                               "Invalid value forever for configuration retention.ms"));
+    assert_int_equal(rb.topics[1].error_code, KP_ERROR_INVALID_CONFIG);
+    assert_true(str_has(rb.topics[1].error_message, "no.such.config"));
+    assert_int_equal(rb.topics[2].error_code, KP_ERROR_INVALID_REQUEST);
+    assert_int_equal(describe(&e, 4, 2, "dup", NULL, false, false)->error_code,
+                     KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+
+    /* Manual assignments: the partition count is theirs; mixing with counts is refused. */
+    struct kp_create_topics_request rq;
+    kp_create_topics_request_init(&rq);
+    struct kp_create_topics_request_creatable_topic t;
+    kp_create_topics_request_creatable_topic_init(&t);
+    int32_t brokers[1] = {7};
+    struct kp_create_topics_request_creatable_replica_assignment as[2];
+    for (int i = 0; i < 2; i++) {
+        kp_create_topics_request_creatable_replica_assignment_init(&as[i]);
+        as[i].partition_index = 1 - i;
+        as[i].broker_ids = brokers;
+        as[i].broker_ids_count = 1;
+    }
+    t.name = kp_str_from("assigned");
+    t.num_partitions = -1;
+    t.replication_factor = -1;
+    t.assignments = as;
+    t.assignments_count = 2;
+    t.configs_count = 0;
+    rq.topics = &t;
+    rq.topics_count = 1;
+    call(&e, 19, 7, &rq, &rs);
+    assert_int_equal(rs.topics[0].error_code, 0);
+    assert_int_equal(rs.topics[0].num_partitions, 2);
+    t.name = kp_str_from("assigned2");
+    t.num_partitions = 2;
+    call(&e, 19, 7, &rq, &rs);
+    assert_int_equal(rs.topics[0].error_code, KP_ERROR_INVALID_REQUEST);
+    t.num_partitions = -1;
+    as[0].partition_index = 5;
+    call(&e, 19, 7, &rq, &rs);
+    assert_int_equal(rs.topics[0].error_code, KP_ERROR_INVALID_REPLICA_ASSIGNMENT);
+    stop(&e);
+}
+
+static void test_admin_delete_topics(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    struct topic_spec s[] = {{"a", 1, 1, NULL, NULL}, {"b", 1, 1, NULL, NULL}};
+    struct kp_create_topics_response cr;
+    create(&e, 7, s, 2, false, &cr);
+    assert_int_equal(cr.topics[0].error_code, 0);
+    assert_int_equal(cr.topics[1].error_code, 0);
+    struct kp_uuid id_b = cr.topics[1].topic_id;
+
+    /* v1 by name, then again: UNKNOWN_TOPIC_OR_PARTITION. */
+    struct kp_delete_topics_request rq;
+    kp_delete_topics_request_init(&rq);
+    struct kp_str names[1] = {kp_str_from("a")};
+    rq.topic_names = names;
+    rq.topic_names_count = 1;
+    rq.timeout_ms = 5000;
+    struct kp_delete_topics_response rs;
+    call(&e, 20, 1, &rq, &rs);
+    assert_int_equal(rs.responses_count, 1);
+    assert_int_equal(rs.responses[0].error_code, 0);
+    call(&e, 20, 5, &rq, &rs);
+    assert_int_equal(rs.responses[0].error_code, KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+    assert_true(str_has(rs.responses[0].error_message, "'a'"));
+
+    /* v6 by id: the name comes back; an unknown id, and name plus id, are refused. */
+    struct kp_delete_topics_request_delete_topic_state st[3];
+    for (int i = 0; i < 3; i++) {
+        kp_delete_topics_request_delete_topic_state_init(&st[i]);
+    }
+    st[0].name = KP_STR_NULL;
+    st[0].topic_id = id_b;
+    st[1].name = KP_STR_NULL;
+    memset(st[1].topic_id.b, 0x42, 16);
+    st[2].name = kp_str_from("x");
+    st[2].topic_id = id_b;
+    kp_delete_topics_request_init(&rq);
+    rq.topics = st;
+    rq.topics_count = 3;
+    call(&e, 20, 6, &rq, &rs);
+    assert_int_equal(rs.responses_count, 3);
+    assert_int_equal(rs.responses[0].error_code, 0);
+    assert_true(kp_str_eq_cstr(rs.responses[0].name, "b"));
+    assert_memory_equal(rs.responses[0].topic_id.b, id_b.b, 16);
+    assert_int_equal(rs.responses[1].error_code, KP_ERROR_UNKNOWN_TOPIC_ID);
+    assert_int_equal(rs.responses[2].error_code, KP_ERROR_INVALID_REQUEST);
+    assert_int_equal(describe(&e, 4, 2, "b", NULL, false, false)->error_code,
+                     KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+    stop(&e);
+}
+
+static void on_topics(void *arg, int status, struct agent_topic **topics, const int16_t *errors,
+                      size_t n)
+{
+    int *done = arg;
+    assert_int_equal(status, 0);
+    assert_int_equal(n, 1);
+    assert_non_null(topics[0]);
+    (void)errors;
+    (*done)++;
+}
+
+static void test_admin_create_partitions(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    assert_int_equal(create1(&e, "grow", 3, 1), 0);
+    /* Cache the topic, then grow it: the cache must forget the old count. */
+    int done = 0;
+    struct kp_str nm = kp_str_from("grow");
+    agent_topics_get(&e.a, &nm, 1, false, on_topics, &done);
+    for (int i = 0; i < 20000 && done == 0; i++) {
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+        usleep(100);
+    }
+    assert_int_equal(done, 1);
+    assert_non_null(agent_topic_cached(&e.a, nm));
+    assert_int_equal(agent_topic_cached(&e.a, nm)->partitions, 3);
+
+    struct kp_str msg;
+    assert_int_equal(create_partitions(&e, 0, "grow", 6, true, NULL), 0); /* validate only */
+    assert_non_null(agent_topic_cached(&e.a, nm));
+    assert_int_equal(create_partitions(&e, 3, "grow", 5, false, NULL), 0);
+    assert_null(agent_topic_cached(&e.a, nm));
+    assert_int_equal(create_partitions(&e, 1, "grow", 5, false, &msg), KP_ERROR_INVALID_PARTITIONS);
+    assert_true(kp_str_eq_cstr(msg, "Topic already has 5 partitions."));
+    assert_int_equal(create_partitions(&e, 2, "grow", 2, false, &msg), KP_ERROR_INVALID_PARTITIONS);
+    assert_true(str_has(msg, "currently has 5 partitions"));
+    assert_int_equal(create_partitions(&e, 3, "nope", 2, false, NULL),
+                     KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+
+    /* Assignments must match the increase. */
+    struct kp_create_partitions_request rq;
+    kp_create_partitions_request_init(&rq);
+    struct kp_create_partitions_request_create_partitions_topic t;
+    kp_create_partitions_request_create_partitions_topic_init(&t);
+    struct kp_create_partitions_request_create_partitions_assignment as;
+    kp_create_partitions_request_create_partitions_assignment_init(&as);
+    int32_t b = 7;
+    as.broker_ids = &b;
+    as.broker_ids_count = 1;
+    t.name = nm;
+    t.count = 7;
+    t.assignments = &as;
+    t.assignments_count = 1;
+    rq.topics = &t;
+    rq.topics_count = 1;
+    struct kp_create_partitions_response rs;
+    call(&e, 37, 3, &rq, &rs);
+    assert_int_equal(rs.results[0].error_code, KP_ERROR_INVALID_REPLICA_ASSIGNMENT);
+    t.count = 6;
+    call(&e, 37, 3, &rq, &rs);
+    assert_int_equal(rs.results[0].error_code, 0);
+    stop(&e);
+}
+
+static void test_admin_describe_configs(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    struct topic_spec s = {"cfg", 1, 1, "retention.ms", "5000"};
+    struct kp_create_topics_response cr;
+    assert_int_equal(create(&e, 7, &s, 1, false, &cr)->error_code, 0);
+
+    for (int16_t v = 0; v <= 4; v++) {
+        const struct kp_describe_configs_response_describe_configs_result *r =
+            describe(&e, v, 2, "cfg", NULL, v >= 1, v >= 3);
+        assert_int_equal(r->error_code, 0);
+        assert_int_equal(r->configs_count, META_CFG_COUNT);
+        const struct kp_describe_configs_response_describe_configs_resource_result *c =
+            find_cfg(r, "retention.ms");
+        assert_non_null(c);
+        assert_true(kp_str_eq_cstr(c->value, "5000"));
+        assert_false(c->read_only);
+        assert_false(c->is_sensitive);
+        const struct kp_describe_configs_response_describe_configs_resource_result *d =
+            find_cfg(r, "cleanup.policy");
+        assert_non_null(d);
+        assert_true(kp_str_eq_cstr(d->value, "delete"));
+        if (v == 0) {
+            assert_false(c->is_default);
+            assert_true(d->is_default);
+            continue;
+        }
+        assert_int_equal(c->config_source, 1);
+        assert_int_equal(d->config_source, 5);
+        assert_int_equal(c->synonyms_count, 2);
+        assert_int_equal(c->synonyms[0].source, 1);
+        assert_true(kp_str_eq_cstr(c->synonyms[1].name, "log.retention.ms"));
+        assert_true(kp_str_eq_cstr(c->synonyms[1].value, "604800000"));
+        assert_int_equal(d->synonyms_count, 1);
+        if (v >= 3) {
+            assert_int_equal(c->config_type, 5);
+            assert_int_equal(d->config_type, 7);
+            assert_true(c->documentation.len > 0);
+        }
+    }
+    /* A key filter, an unknown topic, an illegal name, the broker and other resources. */
+    const struct kp_describe_configs_response_describe_configs_result *r =
+        describe(&e, 2, 2, "cfg", "max.message.bytes", false, false);
+    assert_int_equal(r->configs_count, 1);
+    assert_true(kp_str_eq_cstr(r->configs[0].value, "1048588"));
+    assert_int_equal(r->configs[0].synonyms_count, 0);
+    r = describe(&e, 1, 2, "missing", NULL, false, false);
+    assert_int_equal(r->error_code, KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+    r = describe(&e, 1, 2, "bad/name", NULL, false, false);
+    assert_int_equal(r->error_code, KP_ERROR_INVALID_TOPIC_EXCEPTION);
+    r = describe(&e, 4, 4, "7", NULL, true, true);
+    assert_int_equal(r->error_code, 0);
+    const struct kp_describe_configs_response_describe_configs_resource_result *np =
+        find_cfg(r, "num.partitions");
+    assert_non_null(np);
+    assert_true(kp_str_eq_cstr(np->value, "2"));
+    assert_true(np->read_only);
+    assert_int_equal(np->config_source, 4);
+    assert_non_null(find_cfg(r, "flush.interval.ms"));
+    assert_non_null(find_cfg(r, "log.retention.ms"));
+    r = describe(&e, 4, 4, "8", NULL, false, false);
+    assert_int_equal(r->error_code, KP_ERROR_INVALID_REQUEST);
+    r = describe(&e, 4, 3, "group", NULL, false, false);
+    assert_int_equal(r->error_code, KP_ERROR_INVALID_REQUEST);
+    stop(&e);
+}
+
+static void test_admin_alter_configs(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    assert_int_equal(create1(&e, "alt", 1, 1), 0);
+    struct kp_str msg;
+
+    /* Legacy AlterConfigs replaces the whole set. */
+    assert_int_equal(alter_legacy(&e, 0, "alt", "retention.ms", "7200000", false, NULL), 0);
+    assert_true(topic_value_is(&e, "alt", "retention.ms", "7200000"));
+    assert_int_equal(alter_legacy(&e, 2, "alt", "segment.ms", "60000", true, NULL), 0);
+    assert_true(topic_value_is(&e, "alt", "segment.ms", "604800000")); /* validate only */
+    assert_int_equal(alter_legacy(&e, 1, "alt", "segment.ms", "60000", false, NULL), 0);
+    assert_true(topic_value_is(&e, "alt", "segment.ms", "60000"));
+    assert_true(topic_value_is(&e, "alt", "retention.ms", "604800000"));
+    assert_int_equal(alter_legacy(&e, 2, "alt", "retention.ms", "x", false, &msg),
+                     KP_ERROR_INVALID_CONFIG);
+    assert_true(kp_str_eq_cstr(msg, "Invalid value x for configuration retention.ms"));
+    assert_int_equal(alter_legacy(&e, 2, "gone", "retention.ms", "1", false, NULL),
+                     KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+
+    /* Incremental: SET, DELETE, APPEND, SUBTRACT. */
+    struct alter_cfg set[] = {{"retention.ms", 0, "1000"}, {"max.message.bytes", 0, "2000000"}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", set, 2, false, NULL), 0);
+    assert_true(topic_value_is(&e, "alt", "retention.ms", "1000"));
+    assert_true(topic_value_is(&e, "alt", "segment.ms", "60000")); /* kept */
+    struct alter_cfg del[] = {{"retention.ms", 1, NULL}};
+    assert_int_equal(incremental(&e, 0, 2, "alt", del, 1, false, NULL), 0);
+    assert_true(topic_value_is(&e, "alt", "retention.ms", "604800000"));
+    struct alter_cfg app[] = {{"cleanup.policy", 2, "compact"}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", app, 1, true, NULL), 0);
+    assert_true(topic_value_is(&e, "alt", "cleanup.policy", "delete"));
+    assert_int_equal(incremental(&e, 1, 2, "alt", app, 1, false, NULL), 0);
+    assert_true(topic_value_is(&e, "alt", "cleanup.policy", "delete,compact"));
+    struct alter_cfg sub[] = {{"cleanup.policy", 3, "delete"}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", sub, 1, false, NULL), 0);
+    assert_true(topic_value_is(&e, "alt", "cleanup.policy", "compact"));
+    struct alter_cfg sub_all[] = {{"cleanup.policy", 3, "compact"}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", sub_all, 1, false, NULL),
+                     KP_ERROR_INVALID_CONFIG); /* an empty policy is refused by the service */
+
+    /* Refusals the agent makes itself. */
+    struct alter_cfg app_long[] = {{"retention.ms", 2, "5"}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", app_long, 1, false, &msg),
+                     KP_ERROR_INVALID_CONFIG);
+    assert_true(kp_str_eq_cstr(msg, "Config value append is not allowed for config key: "
+                                    "retention.ms"));
+    struct alter_cfg dup[] = {{"retention.ms", 0, "1"}, {"retention.ms", 0, "2"}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", dup, 2, false, NULL), KP_ERROR_INVALID_REQUEST);
+    struct alter_cfg badop[] = {{"retention.ms", 9, "1"}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", badop, 1, false, NULL), KP_ERROR_INVALID_REQUEST);
+    struct alter_cfg nul[] = {{"retention.ms", 0, NULL}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", nul, 1, false, NULL), KP_ERROR_INVALID_REQUEST);
+    assert_int_equal(incremental(&e, 1, 4, "7", set, 1, false, NULL), KP_ERROR_INVALID_REQUEST);
+    struct alter_cfg unk[] = {{"no.such", 0, "1"}};
+    assert_int_equal(incremental(&e, 1, 2, "alt", unk, 1, false, &msg), KP_ERROR_INVALID_CONFIG);
+    assert_true(kp_str_eq_cstr(msg, "Unknown topic config name: no.such"));
+    stop(&e);
+}
+
+int run_test_admin(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_admin_list_edit),
+        cmocka_unit_test(test_admin_config_table),
+        cmocka_unit_test(test_admin_explain),
+        cmocka_unit_test(test_admin_create_topics),
+        cmocka_unit_test(test_admin_delete_topics),
+        cmocka_unit_test(test_admin_create_partitions),
+        cmocka_unit_test(test_admin_describe_configs),
+        cmocka_unit_test(test_admin_alter_configs),
+    };
+    return cmocka_run_group_tests_name("admin", tests, NULL, NULL);
+}
