@@ -127,21 +127,6 @@ static int64_t agent__wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/*
- * The read path's cache takes freshly sealed objects (fetch.c). This weak default keeps the
- * write path linkable on its own (unit tests); the read path's definition replaces it.
- */
-void agent_cache_put_object(struct agent *a, const char *key, const uint8_t *obj, size_t len);
-
-__attribute__((weak)) void agent_cache_put_object(struct agent *a, const char *key,
-                                                  const uint8_t *obj, size_t len)
-{
-    (void)a;
-    (void)key;
-    (void)obj;
-    (void)len;
-}
-
 /* ---- objects ---- */
 
 static uint32_t agent__part_hash(const struct kp_uuid *id, int32_t partition)
@@ -470,6 +455,8 @@ static void agent__put_cb(struct store_req *req)
         o->state = AGENT__POBJ_PUT_DONE;
         /* Tail consumers read this object from memory once the commit makes it visible. */
         agent_cache_put_object(a, o->key, o->data, o->data_len);
+        free(o->data); /* the cache keeps its own copy; only the size is still needed */
+        o->data = NULL;
     }
     agent__advance(o->p);
 }
