@@ -30,6 +30,7 @@
 
 #include "agent.h"
 #include "cache.h"
+#include "fetch.h"
 #include "handlers.h"
 #include "runnel/common/log.h"
 #include "runnel/protocol/errors.h"
@@ -220,53 +221,72 @@ static int16_t agent__fstore_err(int err)
     return KP_ERROR_KAFKA_STORAGE_ERROR;
 }
 
-/*
- * Writes base offsets (and the leader epoch) into the batches of `fp`'s buffer, finds the batch
- * holding fetch_offset and applies `limit` bytes (at least one batch when `min_one`). Sets
- * out_off/out_len; returns false on a malformed buffer (err set).
- */
+void agent_fetch_cut_init(struct agent_fetch_cut *c, int64_t fetch_offset, size_t limit,
+                          bool min_one, int32_t leader_epoch)
+{
+    memset(c, 0, sizeof(*c));
+    c->fetch_offset = fetch_offset;
+    c->limit = limit;
+    c->min_one = min_one;
+    c->leader_epoch = leader_epoch;
+    c->start = SIZE_MAX;
+}
+
+int agent_fetch_cut_extent(struct agent_fetch_cut *c, uint8_t *buf, size_t pos, size_t len,
+                           int64_t base_offset, const char **why)
+{
+    struct kp_batch_iter it;
+    kp_batch_iter_init(&it, buf + pos, len, KP_BATCH_SKIP_CRC);
+    int64_t off = base_offset;
+    struct kp_batch b;
+    struct kp_batch_err berr;
+    int rc = 0;
+    while (!c->full && (rc = kp_batch_iter_next(&it, &b, &berr)) == 1) {
+        size_t bpos = pos + (size_t)(b.ptr - (buf + pos));
+        uint8_t *p = buf + bpos;
+        kp_batch_set_base_offset(p, off);
+        kp_batch_set_leader_epoch(p, c->leader_epoch);
+        int64_t last = off + b.last_offset_delta;
+        if (last >= c->fetch_offset && c->start == SIZE_MAX) {
+            c->start = bpos;
+            c->end = bpos;
+        }
+        if (c->start != SIZE_MAX) {
+            size_t have = c->end - c->start;
+            if (have + b.len <= c->limit || (have == 0 && c->min_one)) {
+                c->end = bpos + b.len;
+            } else {
+                c->full = true;
+                break;
+            }
+        }
+        off = last + 1;
+    }
+    if (!c->full && rc < 0) {
+        *why = berr.why != NULL ? berr.why : "malformed batch";
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+/* Cuts the batches of `fp` with `limit` (see fetch.h); false on malformed bytes (err set). */
 static bool agent__fpart_cut(struct agent__fpart *fp, size_t limit, bool min_one)
 {
-    size_t start = SIZE_MAX;
-    size_t end = 0;
-    for (int32_t k = 0; k < fp->n_ext; k++) {
+    struct agent_fetch_cut c;
+    agent_fetch_cut_init(&c, fp->fetch_offset, limit, min_one, AGENT__LEADER_EPOCH);
+    for (int32_t k = 0; k < fp->n_ext && !c.full; k++) {
         struct agent__fext *e = &fp->ext[k];
-        struct kp_batch_iter it;
-        kp_batch_iter_init(&it, fp->buf + e->pos, e->raw_len, KP_BATCH_SKIP_CRC);
-        int64_t off = e->base_offset;
-        struct kp_batch b;
-        struct kp_batch_err berr;
-        int rc;
-        while ((rc = kp_batch_iter_next(&it, &b, &berr)) == 1) {
-            uint8_t *p = fp->buf + e->pos + (size_t)(b.ptr - (fp->buf + e->pos));
-            kp_batch_set_base_offset(p, off);
-            kp_batch_set_leader_epoch(p, AGENT__LEADER_EPOCH);
-            int64_t last = off + b.last_offset_delta;
-            size_t bpos = (size_t)(p - fp->buf);
-            if (last >= fp->fetch_offset && start == SIZE_MAX) {
-                start = bpos;
-            }
-            if (start != SIZE_MAX) {
-                size_t have = end > start ? end - start : 0;
-                if (have + b.len <= limit || (have == 0 && min_one)) {
-                    end = bpos + b.len;
-                } else {
-                    goto out;
-                }
-            }
-            off = last + 1;
-        }
-        if (rc < 0) {
+        const char *why = NULL;
+        if (agent_fetch_cut_extent(&c, fp->buf, e->pos, e->raw_len, e->base_offset, &why) != 0) {
             rn_log(RN_LOG_ERROR, "fetch_bad_batches", "key=%s offset=%lld why=\"%s\"", e->key,
-                   (long long)e->base_offset, berr.why ? berr.why : "?");
+                   (long long)e->base_offset, why);
             fp->err = KP_ERROR_KAFKA_STORAGE_ERROR;
             return false;
         }
     }
-out:
-    if (start != SIZE_MAX && end > start) {
-        fp->out_off = start;
-        fp->out_len = end - start;
+    if (c.start != SIZE_MAX && c.end > c.start) {
+        fp->out_off = c.start;
+        fp->out_len = c.end - c.start;
     }
     return true;
 }
