@@ -81,6 +81,13 @@ class ConfluentAdapter:
     def touch_topic(self, name):
         self.admin().list_topics(topic=name, timeout=15)
 
+    def probe_no_create(self, name):
+        c = self._consumer(**{"allow.auto.create.topics": False})
+        try:
+            c.list_topics(topic=name, timeout=15)
+        finally:
+            c.close()
+
     def partitions(self, name):
         md = self.admin().list_topics(timeout=15)  # all topics: asking for one could create it
         t = md.topics.get(name)
@@ -518,6 +525,9 @@ class NodeAdapter:
         self.has_admin = info["has_admin"]
         self.has_idempotence = info["has_idempotence"]
         self.dup_headers = info["dup_headers"]
+        if info.get("probe_no_create"):
+            self.probe_no_create = lambda name: self._call({"op": "probe_no_create",
+                                                            "name": name})
 
     def close(self):
         if self.proc.poll() is None:

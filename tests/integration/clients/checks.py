@@ -19,6 +19,7 @@ ts (ms or None), offset):
       consumer is positioned at the end
   end_offset(topic, partition) -> high watermark (ListOffsets latest)
   offset_for_time(topic, partition, ts_ms) -> offset (ListOffsets by timestamp)
+  probe_no_create(name) (optional) -> asks metadata for the topic with auto-creation disallowed
 """
 
 import time
@@ -274,6 +275,48 @@ def check_auto_create(ctx):
     read_back(ctx, topic, recs)
 
 
+def check_no_auto_create(ctx):
+    """A metadata request with allow_auto_topic_creation=false must not create the topic."""
+    a = ctx.a
+    if not hasattr(a, "probe_no_create"):
+        raise Skip("%s cannot send Metadata with allow_auto_topic_creation=false here" % a.name)
+    if ctx.kind == "mock":
+        raise Skip("the mock (Metadata <= v2) has no allow_auto_topic_creation flag")
+    topic = unique("cl-noauto")
+    a.probe_no_create(topic)
+    time.sleep(0.5)
+    expect(a.partitions(topic) in (None, 0),
+           "topic %s was created by a metadata request that disallowed auto-creation" % topic)
+
+
+def check_log_append_time(ctx):
+    """On a topic with message.timestamp.type=LogAppendTime the broker's clock replaces the
+    producer's timestamp (here one hour old)."""
+    ctx.admin_supported()
+    a = ctx.a
+    if not a.per_record_ts:
+        raise Skip("%s cannot set record timestamps" % a.name)
+    name = unique("cl-lat")
+    expect_eq(a.create_topic(name, 1, {"message.timestamp.type": "LogAppendTime"}), None,
+              "CreateTopics with message.timestamp.type=LogAppendTime")
+    wait_partitions(a, name, 1, ctx.patience)
+    old = int(time.time() * 1000) - 3600 * 1000
+    recs = gen_records(a, name, 1, 5)
+    for r in recs:
+        r["ts"] = old
+    before = int(time.time() * 1000) - 5000  # a little slack for clock granularity
+    a.produce(name, recs)
+    after = int(time.time() * 1000) + 5000
+    got = a.consume(name, 0, "beginning", len(recs), 60)
+    for r in recs:
+        r["ts"] = None  # contents must match; the timestamp is checked below
+    compare(got, recs, "%s[0]" % name, 0)
+    for g in got:
+        expect(before <= g["ts"] <= after, "offset %d: timestamp %d is not the broker's append "
+               "time (between %d and %d); the producer sent %d" % (g["offset"], g["ts"], before,
+                                                                   after, old))
+
+
 def check_admin_create(ctx):
     ctx.admin_supported()
     a = ctx.a
@@ -349,6 +392,8 @@ ALL = [("produce-consume", check_produce_consume)] + \
     ("from-end", check_consume_from_end),
     ("from-timestamp", check_consume_from_timestamp),
     ("auto-create", check_auto_create),
+    ("no-auto-create", check_no_auto_create),
+    ("log-append-time", check_log_append_time),
     ("admin-create", check_admin_create),
     ("admin-describe-configs", check_admin_describe_configs),
     ("admin-alter-configs", check_admin_alter_configs),

@@ -9,6 +9,7 @@ checks it concerns fail. No network; runs in a second.
 import copy
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,14 +79,19 @@ class FakeAdapter:
     def touch_topic(self, name):
         self._t(name)
 
+    def probe_no_create(self, name):
+        if self.fault == "auto-create-always":
+            self._t(name)
+
     def produce(self, topic, records, codec=None, idempotent=False):
         t = self._t(topic)
         acks = []
         for r in records:
             part = t["parts"][r["p"]]
             rec = dict(copy.deepcopy(r), offset=len(part))
-            if rec["ts"] is None:
-                rec["ts"] = 1
+            if rec["ts"] is None or (t["configs"].get("message.timestamp.type") ==
+                                     "LogAppendTime" and self.fault != "ignore-log-append"):
+                rec["ts"] = int(time.time() * 1000)
             part.append(rec)
             if self.fault == "duplicate" and len(part) == 2:
                 part.append(dict(copy.deepcopy(rec), offset=len(part)))
@@ -165,6 +171,8 @@ FAULTS = {
     "partitions-ignored": ["admin-create-partitions"],
     "shrink-accepted": ["admin-create-partitions"],
     "delete-ignored": ["admin-delete"],
+    "auto-create-always": ["no-auto-create"],
+    "ignore-log-append": ["log-append-time"],
 }
 
 

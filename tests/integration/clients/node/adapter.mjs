@@ -54,7 +54,19 @@ function makeKafkajs () {
   }
   const codecs = { gzip: CompressionTypes.GZIP }
   return {
-    info: { name: 'kafkajs', codecs: ['gzip'], has_admin: true, has_idempotence: true, dup_headers: true },
+    info: { name: 'kafkajs', codecs: ['gzip'], has_admin: true, has_idempotence: true, dup_headers: true, probe_no_create: true },
+    async probe_no_create ({ name }) {
+      const c = createCluster({ allowAutoTopicCreation: false })
+      await c.connect()
+      try {
+        await c.addTargetTopic(name) // Metadata with allow_auto_topic_creation=false
+      } catch (e) {
+        // UNKNOWN_TOPIC_OR_PARTITION is the expected answer
+      } finally {
+        await c.disconnect()
+      }
+      return null
+    },
     async create_topic ({ name, partitions, configs }) {
       let created = true
       const err = await adminCall(async (a) => {
@@ -185,7 +197,15 @@ function makePlatformatic () {
     return Number(r.get(topic)[partition])
   }
   return {
-    info: { name: '@platformatic/kafka', codecs: ['gzip', 'snappy', 'lz4'], has_admin: true, has_idempotence: true, dup_headers: false },
+    info: { name: '@platformatic/kafka', codecs: ['gzip', 'snappy', 'lz4'], has_admin: true, has_idempotence: true, dup_headers: false, probe_no_create: true },
+    async probe_no_create ({ name }) {
+      try {
+        await admin.metadata({ topics: [name], autocreateTopics: false, forceUpdate: true })
+      } catch (e) {
+        // UNKNOWN_TOPIC_OR_PARTITION is the expected answer
+      }
+      return null
+    },
     create_topic: ({ name, partitions, configs }) => adminCall(() => admin.createTopics({
       topics: [name], partitions, replicas: 1, configs: Object.entries(configs).map(([k, v]) => ({ name: k, value: v }))
     })),
