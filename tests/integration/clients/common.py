@@ -186,10 +186,11 @@ class AddressCluster:
 
 
 def find_mock_binary():
+    build = os.path.join(ROOT, "build")
+    dirs = sorted(os.listdir(build)) if os.path.isdir(build) else []
     for cand in [os.environ.get("RUNNEL_MOCK_KAFKA", "")] + [
-            os.path.join(ROOT, "build", d, "tests", "integration", "clients", "runnel_mock_kafka")
-            for d in sorted(os.listdir(os.path.join(ROOT, "build")))
-            if os.path.isdir(os.path.join(ROOT, "build"))]:
+            os.path.join(build, d, "tests", "integration", "clients", "runnel_mock_kafka")
+            for d in dirs]:
         if cand and os.access(cand, os.X_OK):
             return cand
     raise RuntimeError("runnel_mock_kafka not found: build it "
