@@ -17,8 +17,10 @@ first stays idle and must still answer ApiVersions at the end:
                       good batch beside them is stored
   acks0-no-response   Produce acks=0 then ApiVersions on one connection: the first response is
                       ApiVersions's (acks=0 gets none), and the acks=0 record is stored
-  then                ApiVersions v0 on a new connection and on the bystander both answer, and a
-                      confluent-kafka produce + consume round trip works.
+  api-versions-v99    ApiVersions v99 -> v0 body, UNSUPPORTED_VERSION (35) and the API list
+  still-serving       with another connection stuck halfway through a frame: ApiVersions v0 on
+                      a new connection and on the bystander both answer, and a confluent-kafka
+                      produce + consume round trip works.
 
   scenario_malformed.py --cluster dev --runnel build/x/agent/runnel
   scenario_malformed.py --cluster mock          (driver validation; see README for what the mock
@@ -309,7 +311,26 @@ def main():
 
         rep.run("acks0-no-response", acks0_order)
 
+        def unknown_api_versions_version():
+            """ApiVersions at a version the server does not know: a v0 body with
+            UNSUPPORTED_VERSION (35) and the API list, so the client can retry lower."""
+            s = conn()
+            try:
+                s.sendall(request(18, 99, 9, b""))
+                resp = recv_frame(s, 10)
+            finally:
+                s.close()
+            corr, err, n = struct.unpack(">ihi", resp[:10])
+            expect_eq(corr, 9, "correlation id")
+            expect_eq(err, 35, "error code for ApiVersions v99 (UNSUPPORTED_VERSION)")
+            expect(n > 0, "ApiVersions v99 answer lists no APIs")
+
+        rep.run("api-versions-v99", unknown_api_versions_version)
+
         def still_serving():
+            # A client stuck halfway through a frame must not hold anyone else up.
+            stuck = conn()
+            stuck.sendall(request(18, 0, 3, b"\x00" * 80)[:30])
             s = conn()
             try:
                 api_versions(s)
@@ -322,6 +343,7 @@ def main():
             recs = checks.gen_records(a, topic, 1, 10)
             checks.verify_acks(recs, a.produce(topic, recs), base={})
             checks.read_back(ctx, topic, recs)
+            stuck.close()
 
         rep.run("still-serving", still_serving)
         bystander.close()
