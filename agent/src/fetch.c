@@ -1,5 +1,5 @@
 /*
- * Fetch (v4-12): the agent's read path.
+ * Fetch (v4-17; v13+ names topics by id): the agent's read path.
  *
  * Each partition of a request runs through the same steps every time the fetch is attempted:
  *   1. its high watermark and log start offset must be known: the agent Watches the partition
@@ -732,6 +732,40 @@ static void agent__fetch_topics_cb(void *arg, int status, struct agent_topic **t
     agent__fop_attempt(op);
 }
 
+/* Looks the request's topics up by name (by id from v13 on, through the topic cache). */
+static void agent__fetch_resolve(struct agent__fop *op)
+{
+    struct agent_req *req = op->req;
+    const struct kp_fetch_request *rq = op->rq;
+    int32_t nt = rq->topics_count > 0 ? rq->topics_count : 0;
+    struct kp_str *names = kp_arena_calloc(&req->arena, (size_t)nt + 1, sizeof(*names));
+    if (names == NULL) {
+        agent__fop_respond(op, KP_ERROR_UNKNOWN_SERVER_ERROR);
+        return;
+    }
+    for (int32_t t = 0; t < nt; t++) {
+        names[t] = rq->topics[t].topic;
+        if (req->hdr.request_api_version >= 13) {
+            const struct agent_topic *tp = agent_topic_by_id(op->a, &rq->topics[t].topic_id);
+            names[t] = kp_str_from(tp != NULL ? tp->name : "");
+        }
+        rn_log(RN_LOG_DEBUG, "fetch_topic", "topic=\"%.*s\" partitions=%d",
+               names[t].len > 0 ? names[t].len : 0, names[t].len > 0 ? names[t].ptr : "",
+               rq->topics[t].partitions_count);
+    }
+    agent_topics_get(op->a, names, (size_t)nt, false, agent__fetch_topics_cb, op);
+}
+
+static void agent__fetch_ids_cb(void *arg, int status, struct agent_topic **topics,
+                                const int16_t *errors, size_t n)
+{
+    (void)status;
+    (void)topics;
+    (void)errors;
+    (void)n;
+    agent__fetch_resolve(arg);
+}
+
 void agent_handle_fetch(struct agent_req *req)
 {
     struct agent *a = req->conn->agent;
@@ -764,15 +798,18 @@ void agent_handle_fetch(struct agent_req *req)
         agent__fop_respond(op, KP_ERROR_FETCH_SESSION_ID_NOT_FOUND);
         return;
     }
-    struct kp_str *names = kp_arena_calloc(&req->arena, (size_t)nt + 1, sizeof(*names));
-    if (names == NULL) {
-        agent__fop_respond(op, KP_ERROR_UNKNOWN_SERVER_ERROR);
+    if (req->hdr.request_api_version < 13) {
+        agent__fetch_resolve(op);
         return;
     }
+    /* v13+ names topics by id: refresh the topic cache first when an id is not in it. */
     for (int32_t t = 0; t < nt; t++) {
-        names[t] = rq->topics[t].topic;
+        if (agent_topic_by_id(a, &rq->topics[t].topic_id) == NULL) {
+            agent_topics_get_all(a, agent__fetch_ids_cb, op);
+            return;
+        }
     }
-    agent_topics_get(a, names, (size_t)nt, false, agent__fetch_topics_cb, op);
+    agent__fetch_resolve(op);
 }
 
 /* ---- hooks ---- */

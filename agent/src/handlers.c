@@ -16,7 +16,7 @@
 /* Sorted by key. {key, min advertised, max advertised, handler} */
 static const struct agent_api agent__apis[] = {
     {0, 0, 11, agent_handle_produce},
-    {1, 4, 12, agent_handle_fetch},
+    {1, 4, 17, agent_handle_fetch},
     {2, 1, 7, agent_handle_list_offsets},
     {3, 0, 12, agent_handle_metadata},
     {18, 0, 3, agent_handle_api_versions},
