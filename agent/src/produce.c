@@ -91,6 +91,10 @@ struct agent__pobj {
     char key[96];                   /* store key: objects/<created ms>-<id hex> */
     int64_t created_ms;             /* wall clock at creation */
     uint64_t opened_loop_ms;        /* loop time of the first batch */
+    uint64_t t_seal;                /* loop time the seal started (ms) */
+    uint64_t t_put;                 /* loop time the PUT started (ms) */
+    uint64_t t_put_done;            /* loop time the PUT finished (ms) */
+    uint64_t t_commit;              /* loop time the commit was sent (ms) */
     size_t bytes;                   /* batch bytes, counted in a->buffered_bytes */
     struct agent__ppart *parts;     /* one per partition */
     uint32_t n_parts;               /* used */
@@ -333,6 +337,18 @@ static void agent__commit_cb(void *arg, int status, const void *response)
         agent__pobj_fail_all(o, e);
     } else {
         p->objects++;
+        if (rn_log_enabled(RN_LOG_DEBUG)) {
+            uint64_t now = uv_now(p->a->loop);
+            rn_log(RN_LOG_DEBUG, "object_committed",
+                   "key=%s bytes=%zu stored=%zu partitions=%u open_ms=%llu seal_ms=%llu "
+                   "put_ms=%llu wait_ms=%llu commit_ms=%llu",
+                   o->key, o->bytes, o->data_len, o->n_parts,
+                   (unsigned long long)(o->t_seal - o->opened_loop_ms),
+                   (unsigned long long)(o->t_put - o->t_seal),
+                   (unsigned long long)(o->t_put_done - o->t_put),
+                   (unsigned long long)(o->t_commit - o->t_put_done),
+                   (unsigned long long)(now - o->t_commit));
+        }
         for (uint32_t i = 0; i < o->n_parts; i++) {
             struct agent__ppart *pp = &o->parts[i];
             const struct kp_meta_commit_response_meta_commit_partition_result *pr =
@@ -405,6 +421,7 @@ static void agent__commit(struct agent__pobj *o)
     rq.partitions = parts;
     rq.partitions_count = (int32_t)o->n_parts;
     o->state = AGENT__POBJ_COMMITTING;
+    o->t_commit = uv_now(a->loop);
     int rc = meta_client_call(a->meta, 1006, &rq, agent__commit_cb, o);
     free(parts);
     free(ranges);
@@ -446,6 +463,7 @@ static void agent__put_cb(struct store_req *req)
 {
     struct agent__pobj *o = req->data;
     struct agent *a = o->p->a;
+    o->t_put_done = uv_now(a->loop);
     if (req->err != 0) {
         rn_log(RN_LOG_ERROR, "object_put_failed", "key=%s error=\"%s\" msg=\"%s\" attempts=%d",
                o->key, store_strerror(req->err), req->msg, req->attempts);
@@ -496,6 +514,7 @@ static void agent__seal_cb(struct store_obj_seal_req *sr)
         }
     }
     o->state = AGENT__POBJ_PUTTING;
+    o->t_put = uv_now(a->loop);
     o->put.data = o;
     int rc = store_put(a->store, &o->put, o->key, o->data, o->data_len, STORE_IF_NONE_MATCH,
                        agent__put_cb);
@@ -529,6 +548,7 @@ static void agent__seal_open(struct agent_produce *p)
     rn_log(RN_LOG_DEBUG, "object_seal", "key=%s bytes=%zu partitions=%u", o->key, o->bytes,
            o->n_parts);
     o->seal.data = o;
+    o->t_seal = uv_now(p->a->loop);
     int rc = store_obj_seal_async(p->a->loop, &o->seal, o->b, agent__seal_cb);
     if (rc != 0) {
         rn_log(RN_LOG_ERROR, "object_seal_failed", "key=%s rc=%d", o->key, rc);
