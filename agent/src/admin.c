@@ -1128,7 +1128,7 @@ static bool
 admin__key_wanted(const struct kp_describe_configs_request_describe_configs_resource *res,
                   const char *name)
 {
-    if (res->configuration_keys_count < 0 || res->configuration_keys == NULL) {
+    if (res->configuration_keys_count < 0) {
         return true;
     }
     for (int32_t i = 0; i < res->configuration_keys_count; i++) {

@@ -799,6 +799,66 @@ static void test_admin_alter_configs(void **state)
     stop(&e);
 }
 
+/* Odd but decodable inputs get answers, never a crash or a closed connection. */
+static void test_admin_odd_inputs(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    assert_int_equal(create1(&e, "", 1, 1), KP_ERROR_INVALID_TOPIC_EXCEPTION);
+    assert_int_equal(create1(&e, "big", INT32_MAX, 1), KP_ERROR_INVALID_PARTITIONS);
+    assert_int_equal(create1(&e, "neg", INT32_MIN, 1), KP_ERROR_INVALID_PARTITIONS);
+    char longname[300];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    assert_int_equal(create1(&e, longname, 1, 1), KP_ERROR_INVALID_TOPIC_EXCEPTION);
+    assert_int_equal(create_partitions(&e, 0, "", INT32_MIN, false, NULL),
+                     KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+    assert_int_equal(create1(&e, "odd", 1, 1), 0);
+    assert_int_equal(create_partitions(&e, 0, "odd", INT32_MIN, false, NULL),
+                     KP_ERROR_INVALID_PARTITIONS);
+    assert_int_equal(create_partitions(&e, 0, "odd", INT32_MAX, false, NULL),
+                     KP_ERROR_INVALID_PARTITIONS);
+
+    /* Empty requests. */
+    struct kp_create_topics_request ct;
+    kp_create_topics_request_init(&ct);
+    ct.topics_count = 0;
+    struct kp_create_topics_response ctr;
+    call(&e, 19, 7, &ct, &ctr);
+    assert_int_equal(ctr.topics_count, 0);
+    struct kp_describe_configs_request dc;
+    kp_describe_configs_request_init(&dc);
+    dc.resources_count = 0;
+    struct kp_describe_configs_response dcr;
+    call(&e, 32, 4, &dc, &dcr);
+    assert_int_equal(dcr.results_count, 0);
+
+    /* An empty key list describes nothing; the cluster-wide broker resource is empty. */
+    struct kp_describe_configs_request_describe_configs_resource res;
+    kp_describe_configs_request_describe_configs_resource_init(&res);
+    res.resource_type = 2;
+    res.resource_name = kp_str_from("odd");
+    res.configuration_keys = NULL;
+    res.configuration_keys_count = 0;
+    dc.resources = &res;
+    dc.resources_count = 1;
+    call(&e, 32, 4, &dc, &dcr);
+    assert_int_equal(dcr.results[0].error_code, 0);
+    assert_int_equal(dcr.results[0].configs_count, 0);
+    assert_int_equal(describe(&e, 4, 4, "", NULL, false, false)->configs_count, 0);
+
+    /* An APPEND that would not fit, and a SET of an empty name. */
+    static char huge[5000];
+    memset(huge, 'a', sizeof(huge) - 1);
+    struct alter_cfg app[] = {{"cleanup.policy", 2, huge}};
+    assert_int_equal(incremental(&e, 1, 2, "odd", app, 1, false, NULL), KP_ERROR_INVALID_CONFIG);
+    struct alter_cfg empty[] = {{"", 0, "1"}};
+    assert_int_equal(incremental(&e, 1, 2, "odd", empty, 1, false, NULL), KP_ERROR_INVALID_CONFIG);
+    assert_true(topic_value_is(&e, "odd", "cleanup.policy", "delete"));
+    stop(&e);
+}
+
 int run_test_admin(void)
 {
     const struct CMUnitTest tests[] = {
@@ -810,6 +870,7 @@ int run_test_admin(void)
         cmocka_unit_test(test_admin_create_partitions),
         cmocka_unit_test(test_admin_describe_configs),
         cmocka_unit_test(test_admin_alter_configs),
+        cmocka_unit_test(test_admin_odd_inputs),
     };
     return cmocka_run_group_tests_name("admin", tests, NULL, NULL);
 }
