@@ -14,6 +14,7 @@
 #include "handlers.h"
 
 /* Sorted by key. {key, min advertised, max advertised, handler} */
+/* clang-format off */
 static const struct agent_api agent__apis[] = {
     {0, 0, 11, agent_handle_produce},
     {1, 4, 17, agent_handle_fetch},
@@ -29,6 +30,7 @@ static const struct agent_api agent__apis[] = {
     {44, 0, 1, agent_handle_incremental_alter_configs},
     {60, 0, 1, agent_handle_describe_cluster},
 };
+/* clang-format on */
 
 const struct agent_api *agent_api_all(size_t *n)
 {

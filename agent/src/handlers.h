@@ -4,13 +4,13 @@
 
 #include "agent.h"
 
-void agent_handle_fetch(struct agent_req *req);            /* fetch.c */
-void agent_handle_list_offsets(struct agent_req *req);     /* list_offsets.c */
-void agent_handle_api_versions(struct agent_req *req);     /* api_versions.c */
-void agent_handle_produce(struct agent_req *req);          /* produce.c */
-void agent_handle_init_producer_id(struct agent_req *req); /* produce.c */
-void agent_handle_metadata(struct agent_req *req);         /* metadata_api.c */
-void agent_handle_describe_cluster(struct agent_req *req); /* metadata_api.c */
+void agent_handle_fetch(struct agent_req *req);                     /* fetch.c */
+void agent_handle_list_offsets(struct agent_req *req);              /* list_offsets.c */
+void agent_handle_api_versions(struct agent_req *req);              /* api_versions.c */
+void agent_handle_produce(struct agent_req *req);                   /* produce.c */
+void agent_handle_init_producer_id(struct agent_req *req);          /* produce.c */
+void agent_handle_metadata(struct agent_req *req);                  /* metadata_api.c */
+void agent_handle_describe_cluster(struct agent_req *req);          /* metadata_api.c */
 void agent_handle_create_topics(struct agent_req *req);             /* admin.c */
 void agent_handle_delete_topics(struct agent_req *req);             /* admin.c */
 void agent_handle_create_partitions(struct agent_req *req);         /* admin.c */
