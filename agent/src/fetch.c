@@ -186,6 +186,7 @@ static void agent__fop_closed(uv_handle_t *h)
     struct agent__fop *op = h->data;
     struct agent_fetch *fs = op->fs;
     free(op);
+    fs->n_ops--; /* counted until here: the timer handle belongs to fs's lifetime */
     if (fs->closing && fs->n_ops == 0) {
         agent__fs_free(fs);
     }
@@ -208,7 +209,6 @@ static void agent__fop_end(struct agent__fop *op)
     if (op->next != NULL) {
         op->next->prev = op->prev;
     }
-    fs->n_ops--;
     uv_timer_stop(&op->timer);
     uv_close((uv_handle_t *)&op->timer, agent__fop_closed);
 }
