@@ -189,6 +189,21 @@ void agent_req_close_conn(struct agent_req *req, const char *why)
     agent__conn_close(c, why);
 }
 
+/*
+ * ApiVersions at a version newer than we know is answered whatever header the client used: a
+ * client that does not know our versions yet may send a v1 header where the spec's rule says v2.
+ * Returns true when the frame is ApiVersions and its header parses as v1.
+ */
+static bool agent__reparse_v1(struct kp_reader *r, struct agent_req *req)
+{
+    if (req->frame_len < 4 || req->frame[0] != 0 || req->frame[1] != 18) {
+        return false;
+    }
+    kp_reader_init(r, req->frame, req->frame_len);
+    kp_request_header_init(&req->hdr);
+    return kp_request_header_decode(r, 1, &req->arena, &req->hdr) == 0 && r->err == 0;
+}
+
 /* Takes ownership of `frame` (the bytes after the size field) and runs its request. */
 static void agent__dispatch(struct agent_conn *c, uint8_t *frame, size_t len)
 {
@@ -202,7 +217,7 @@ static void agent__dispatch(struct agent_conn *c, uint8_t *frame, size_t len)
 
     struct kp_reader r;
     kp_reader_init(&r, frame, len);
-    if (kp_request_header_parse(&r, &req->arena, &req->hdr) != 0) {
+    if (kp_request_header_parse(&r, &req->arena, &req->hdr) != 0 && !agent__reparse_v1(&r, req)) {
         rn_log(RN_LOG_WARN, "bad_request_header", "peer=%s why=\"%s\"", c->peer,
                r.why ? r.why : "invalid");
         agent__req_free(req);
