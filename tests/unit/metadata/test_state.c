@@ -174,7 +174,8 @@ static void test_configs(void **state)
     assert_int_equal(meta_state_alter_configs(&s, "t", 1, alter_bad, 2, false),
                      KP_ERROR_INVALID_CONFIG);
     assert_int_equal(meta_topic_config_i64(t, META_CFG_RETENTION_MS), 100);
-    struct meta_config_kv alter[] = {KV("retention.ms", NULL), KV("cleanup.policy", "compact")};
+    struct meta_config_kv alter[] = {{"retention.ms", 12, NULL, 0},
+                                     KV("cleanup.policy", "compact")};
     assert_int_equal(meta_state_alter_configs(&s, "t", 1, alter, 2, false), 0);
     assert_int_equal(meta_topic_config_i64(t, META_CFG_RETENTION_MS), 604800000);
     assert_string_equal(meta_topic_config(t, META_CFG_CLEANUP_POLICY), "compact");
