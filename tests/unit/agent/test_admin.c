@@ -32,9 +32,28 @@ struct env {
     struct meta_server *srv; /* metadata service */
     char dir[64];            /* its data directory */
     int fd;                  /* raw client socket */
+    int port;                /* agent listener port */
     int32_t corr;            /* next correlation id */
     struct kp_arena arena;   /* decoded responses */
 };
+
+/* (Re)connects the raw client socket to the agent. */
+static void connect_client(struct env *e)
+{
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    e->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(e->fd >= 0);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(0x7f000001);
+    sin.sin_port = htons((uint16_t)e->port);
+    fcntl(e->fd, F_SETFL, O_NONBLOCK);
+    int rc = connect(e->fd, (struct sockaddr *)&sin, sizeof(sin));
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    for (int i = 0; i < 50; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+}
 
 static void start(struct env *e)
 {
@@ -67,18 +86,8 @@ static void start(struct env *e)
     struct sockaddr_in sin;
     int len = sizeof(sin);
     assert_int_equal(uv_tcp_getsockname(&a->listener, (struct sockaddr *)&sin, &len), 0);
-    int port = ntohs(sin.sin_port);
-    e->fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(e->fd >= 0);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(0x7f000001);
-    sin.sin_port = htons((uint16_t)port);
-    fcntl(e->fd, F_SETFL, O_NONBLOCK);
-    int rc = connect(e->fd, (struct sockaddr *)&sin, sizeof(sin));
-    assert_true(rc == 0 || errno == EINPROGRESS);
-    for (int i = 0; i < 50; i++) {
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-    }
+    e->port = ntohs(sin.sin_port);
+    connect_client(e);
     kp_arena_init(&e->arena, 0);
 }
 
@@ -859,6 +868,244 @@ static void test_admin_odd_inputs(void **state)
     stop(&e);
 }
 
+/* ---- mutated requests ---- */
+
+/* Encodes a whole frame (size, header, body) into buf; *body_at receives the body's offset. */
+static size_t encode_frame(int16_t key, int16_t version, const void *body, uint8_t *buf, size_t cap,
+                           size_t *body_at)
+{
+    const struct kp_api *api = kp_api_find(key);
+    struct kp_request_header h;
+    kp_request_header_init(&h);
+    h.request_api_key = key;
+    h.request_api_version = version;
+    h.correlation_id = 1;
+    h.client_id = kp_str_from("fuzz");
+    int16_t hv = kp_request_header_version(key, version);
+    size_t hl = 0;
+    size_t bl = 0;
+    assert_int_equal(kp_request_header_size(&h, hv, &hl), 0);
+    assert_int_equal(api->request->size(body, version, &bl), 0);
+    assert_true(4 + hl + bl <= cap);
+    struct kp_writer w;
+    kp_writer_init(&w, buf, cap);
+    kp_write_i32(&w, (int32_t)(hl + bl));
+    assert_int_equal(kp_request_header_encode(&h, hv, &w), 0);
+    assert_int_equal(api->request->encode(body, version, &w), 0);
+    *body_at = 4 + hl;
+    return 4 + hl + bl;
+}
+
+/* Sends a frame; true when a whole response came back, false when the agent closed the
+ * connection (then a new one is opened). */
+static bool raw_roundtrip(struct env *e, const uint8_t *buf, size_t n)
+{
+    size_t off = 0;
+    for (int i = 0; i < 100000 && off < n; i++) {
+        ssize_t k = send(e->fd, buf + off, n - off, MSG_NOSIGNAL);
+        if (k > 0) {
+            off += (size_t)k;
+        } else if (k < 0 && errno != EAGAIN) {
+            break;
+        }
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+    uint8_t szb[4];
+    size_t got = 0;
+    size_t need = 4;
+    bool closed = false;
+    for (int i = 0; i < 200000 && got < need; i++) {
+        uint8_t tmp[4096];
+        size_t want = need - got < sizeof(tmp) ? need - got : sizeof(tmp);
+        ssize_t k = recv(e->fd, got < 4 ? szb + got : tmp, got < 4 ? 4 - got : want, MSG_DONTWAIT);
+        if (k == 0 || (k < 0 && errno != EAGAIN)) {
+            closed = true;
+            break;
+        }
+        if (k > 0) {
+            got += (size_t)k;
+            if (got == 4) {
+                need = 4 + (((size_t)szb[0] << 24) | ((size_t)szb[1] << 16) |
+                            ((size_t)szb[2] << 8) | szb[3]);
+            }
+            continue;
+        }
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+        usleep(50);
+    }
+    if (closed) {
+        close(e->fd);
+        connect_client(e);
+        return false;
+    }
+    assert_int_equal(got, need);
+    return true;
+}
+
+static void test_admin_mutated_requests(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    assert_int_equal(create1(&e, "m1", 2, 1), 0);
+
+    /* Rich valid requests of every admin API. */
+    struct kp_create_topics_request ct;
+    kp_create_topics_request_init(&ct);
+    struct kp_create_topics_request_creatable_topic t[2];
+    struct kp_create_topics_request_creatable_topic_config c[2];
+    struct kp_create_topics_request_creatable_replica_assignment as[2];
+    int32_t brokers[2] = {7, 8};
+    for (int i = 0; i < 2; i++) {
+        kp_create_topics_request_creatable_topic_init(&t[i]);
+        kp_create_topics_request_creatable_topic_config_init(&c[i]);
+        kp_create_topics_request_creatable_replica_assignment_init(&as[i]);
+        as[i].partition_index = i;
+        as[i].broker_ids = brokers;
+        as[i].broker_ids_count = 2;
+        c[i].name = kp_str_from(i ? "cleanup.policy" : "retention.ms");
+        c[i].value = kp_str_from(i ? "compact" : "100");
+        t[i].name = kp_str_from(i ? "mb" : "ma");
+        t[i].num_partitions = i ? -1 : 3;
+        t[i].replication_factor = i ? -1 : 1;
+        t[i].assignments = i ? as : NULL;
+        t[i].assignments_count = i ? 2 : 0;
+        t[i].configs = c;
+        t[i].configs_count = 2;
+    }
+    ct.topics = t;
+    ct.topics_count = 2;
+    struct kp_delete_topics_request dt;
+    kp_delete_topics_request_init(&dt);
+    struct kp_delete_topics_request_delete_topic_state ds[2];
+    struct kp_str dn[2] = {kp_str_from("ma"), kp_str_from("zz")};
+    for (int i = 0; i < 2; i++) {
+        kp_delete_topics_request_delete_topic_state_init(&ds[i]);
+        ds[i].name = i ? KP_STR_NULL : kp_str_from("m1");
+        memset(ds[i].topic_id.b, i ? 0x11 : 0, 16);
+    }
+    dt.topics = ds;
+    dt.topics_count = 2;
+    struct kp_delete_topics_request dt1;
+    kp_delete_topics_request_init(&dt1);
+    dt1.topic_names = dn;
+    dt1.topic_names_count = 2;
+    struct kp_create_partitions_request cp;
+    kp_create_partitions_request_init(&cp);
+    struct kp_create_partitions_request_create_partitions_topic cpt;
+    kp_create_partitions_request_create_partitions_topic_init(&cpt);
+    struct kp_create_partitions_request_create_partitions_assignment cpa;
+    kp_create_partitions_request_create_partitions_assignment_init(&cpa);
+    cpa.broker_ids = brokers;
+    cpa.broker_ids_count = 2;
+    cpt.name = kp_str_from("m1");
+    cpt.count = 3;
+    cpt.assignments = &cpa;
+    cpt.assignments_count = 1;
+    cp.topics = &cpt;
+    cp.topics_count = 1;
+    struct kp_describe_configs_request dc;
+    kp_describe_configs_request_init(&dc);
+    struct kp_describe_configs_request_describe_configs_resource dr[2];
+    struct kp_str keys[2] = {kp_str_from("retention.ms"), kp_str_from("num.partitions")};
+    for (int i = 0; i < 2; i++) {
+        kp_describe_configs_request_describe_configs_resource_init(&dr[i]);
+        dr[i].resource_type = i ? 4 : 2;
+        dr[i].resource_name = kp_str_from(i ? "7" : "m1");
+        dr[i].configuration_keys = keys;
+        dr[i].configuration_keys_count = 2;
+    }
+    dc.resources = dr;
+    dc.resources_count = 2;
+    struct kp_describe_configs_request dc0 = dc;
+    dc.include_synonyms = true;
+    dc.include_documentation = true;
+    struct kp_alter_configs_request ac;
+    kp_alter_configs_request_init(&ac);
+    struct kp_alter_configs_request_alter_configs_resource ar;
+    kp_alter_configs_request_alter_configs_resource_init(&ar);
+    struct kp_alter_configs_request_alterable_config acc[2];
+    for (int i = 0; i < 2; i++) {
+        kp_alter_configs_request_alterable_config_init(&acc[i]);
+        acc[i].name = kp_str_from(i ? "segment.ms" : "retention.ms");
+        acc[i].value = kp_str_from("1000");
+    }
+    ar.resource_type = 2;
+    ar.resource_name = kp_str_from("m1");
+    ar.configs = acc;
+    ar.configs_count = 2;
+    ac.resources = &ar;
+    ac.resources_count = 1;
+    struct kp_incremental_alter_configs_request ic;
+    kp_incremental_alter_configs_request_init(&ic);
+    struct kp_incremental_alter_configs_request_alter_configs_resource ir;
+    kp_incremental_alter_configs_request_alter_configs_resource_init(&ir);
+    struct kp_incremental_alter_configs_request_alterable_config icc[2];
+    for (int i = 0; i < 2; i++) {
+        kp_incremental_alter_configs_request_alterable_config_init(&icc[i]);
+        icc[i].name = kp_str_from(i ? "cleanup.policy" : "retention.ms");
+        icc[i].config_operation = (int8_t)(i ? 2 : 0);
+        icc[i].value = kp_str_from(i ? "compact" : "5");
+    }
+    ir.resource_type = 2;
+    ir.resource_name = kp_str_from("m1");
+    ir.configs = icc;
+    ir.configs_count = 2;
+    ic.resources = &ir;
+    ic.resources_count = 1;
+
+    struct {
+        int16_t key;
+        int16_t version;
+        const void *body;
+    } reqs[] = {
+        {19, 7, &ct}, {19, 2, &ct},  {20, 6, &dt}, {20, 1, &dt1}, {37, 3, &cp}, {37, 0, &cp},
+        {32, 4, &dc}, {32, 0, &dc0}, {33, 2, &ac}, {44, 1, &ic},  {44, 0, &ic},
+    };
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    int answered = 0;
+    int closed = 0;
+    for (size_t r = 0; r < sizeof(reqs) / sizeof(reqs[0]); r++) {
+        uint8_t base[1024];
+        uint8_t buf[1024];
+        size_t body_at = 0;
+        size_t n =
+            encode_frame(reqs[r].key, reqs[r].version, reqs[r].body, base, sizeof(base), &body_at);
+        assert_true(raw_roundtrip(&e, base, n)); /* the valid request is answered */
+        for (int it = 0; it < 150; it++) {
+            memcpy(buf, base, n);
+            size_t len = n;
+            int flips = 1 + (int)(rng % 4);
+            for (int f = 0; f < flips; f++) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                size_t at = body_at + (size_t)(rng % (n - body_at));
+                buf[at] = (uint8_t)(rng >> 32);
+            }
+            if (rng % 8 == 0) { /* sometimes a truncated body */
+                len = body_at + (size_t)((rng >> 8) % (n - body_at));
+                uint32_t sz = (uint32_t)(len - 4);
+                buf[0] = (uint8_t)(sz >> 24);
+                buf[1] = (uint8_t)(sz >> 16);
+                buf[2] = (uint8_t)(sz >> 8);
+                buf[3] = (uint8_t)sz;
+            }
+            if (raw_roundtrip(&e, buf, len)) {
+                answered++;
+            } else {
+                closed++;
+            }
+        }
+    }
+    printf("mutated admin requests: %d answered, %d closed the connection\n", answered, closed);
+    /* Both outcomes occurred, and the agent still serves. */
+    assert_true(answered > 0);
+    assert_true(closed > 0);
+    assert_int_equal(create1(&e, "after-mutations", 1, 1), 0);
+    stop(&e);
+}
+
 int run_test_admin(void)
 {
     const struct CMUnitTest tests[] = {
@@ -871,6 +1118,7 @@ int run_test_admin(void)
         cmocka_unit_test(test_admin_describe_configs),
         cmocka_unit_test(test_admin_alter_configs),
         cmocka_unit_test(test_admin_odd_inputs),
+        cmocka_unit_test(test_admin_mutated_requests),
     };
     return cmocka_run_group_tests_name("admin", tests, NULL, NULL);
 }
