@@ -697,6 +697,13 @@ void agent_handle_create_topics(struct agent_req *req)
                            admin__plen(t->name), admin__pptr(t->name));
             continue;
         }
+        /* An illegal name is reported before what the agent checks, as Kafka orders it. */
+        o->error_code =
+            meta_topic_name_check(admin__pptr(t->name), t->name.len > 0 ? (size_t)t->name.len : 0);
+        if (o->error_code != 0) {
+            o->error_message = admin__explain(b, o->error_code, t->name, NULL, NULL, 0, -1);
+            continue;
+        }
         int32_t parts = t->num_partitions;
         if (t->assignments_count > 0) {
             o->error_code = admin__check_assignment(b, t, &o->error_message);

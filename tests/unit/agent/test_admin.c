@@ -506,6 +506,7 @@ static void test_admin_create_topics(void **state)
     assert_int_equal(create1(&e, "rf-2", 1, -2), KP_ERROR_INVALID_REPLICATION_FACTOR);
     assert_int_equal(create1(&e, "p0", 0, 1), KP_ERROR_INVALID_PARTITIONS);
     assert_int_equal(create1(&e, "bad name", 1, 1), KP_ERROR_INVALID_TOPIC_EXCEPTION);
+    assert_int_equal(create1(&e, "bad name", 1, 0), KP_ERROR_INVALID_TOPIC_EXCEPTION);
     struct topic_spec bad[] = {
         {"badcfg", 1, 1, "retention.ms", "forever"},
         {"unknowncfg", 1, 1, "no.such.config", "1"},
