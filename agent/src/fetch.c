@@ -39,7 +39,18 @@
 #define AGENT__PART_BUCKETS 4096    /* partition state hash buckets */
 #define AGENT__META_API_LOOKUP 1007 /* MetaLookup */
 #define AGENT__META_API_WATCH 1010  /* MetaWatch */
+#define AGENT__INDEX_MAX 64         /* extents of the index kept per partition */
 #define AGENT__LEADER_EPOCH 0       /* the epoch Metadata reports, written into served batches */
+
+/* One cached extent of a partition's index (as the Lookup RPC named it). */
+struct agent__iext {
+    int64_t base_offset; /* first offset */
+    int64_t last_offset; /* last offset */
+    char *key;           /* object key (malloc) */
+    uint64_t chunk_off;  /* chunk byte offset */
+    uint32_t raw_off;    /* byte range in the decoded chunk */
+    uint32_t raw_len;    /* bytes */
+};
 
 /* What the agent knows of one partition's offsets. */
 struct agent__pstate {
@@ -48,6 +59,8 @@ struct agent__pstate {
     int64_t hwm;                /* high watermark (valid when known) */
     int64_t log_start;          /* log start offset (valid when known) */
     bool known;                 /* a Watch answered on the current metadata connection */
+    struct agent__iext *idx;    /* cached index: consecutive extents (AGENT__INDEX_MAX) */
+    uint32_t n_idx;             /* extents in idx */
     struct agent__pstate *next; /* hash chain */
 };
 
@@ -78,6 +91,7 @@ struct agent__fpart {
     int16_t err;              /* error of this attempt (or of resolution: sticky) */
     bool sticky;              /* err came from topic resolution and stays */
     bool want_data;           /* part of this attempt's Lookup */
+    bool from_idx;            /* this attempt's extents came from the cached index */
     struct agent__fext *ext;  /* extents of this attempt */
     int32_t n_ext;            /* count */
     uint8_t *buf;             /* their bytes, concatenated (malloc) */
@@ -149,12 +163,81 @@ static struct agent__pstate *agent__pfind(struct agent_fetch *fs, const struct k
     return s;
 }
 
+static void agent__idx_clear(struct agent__pstate *s)
+{
+    for (uint32_t i = 0; i < s->n_idx; i++) {
+        free(s->idx[i].key);
+    }
+    s->n_idx = 0;
+}
+
+/*
+ * Remembers the extents a Lookup returned. The index holds one run of consecutive extents: a
+ * run that continues it (or restarts inside it) extends it, anything else replaces it; the
+ * oldest extents are dropped past AGENT__INDEX_MAX. Extents never change once committed, so the
+ * index needs no invalidation except when a read through it fails.
+ */
+static void agent__idx_learn(struct agent__pstate *s,
+                             const struct kp_meta_lookup_response_meta_lookup_partition_result *pr)
+{
+    int32_t n = pr->extents_count > 0 ? pr->extents_count : 0;
+    if (n == 0) {
+        return;
+    }
+    int64_t first = pr->extents[0].base_offset;
+    uint32_t keep = 0;
+    if (s->n_idx > 0 && first == s->idx[s->n_idx - 1].last_offset + 1) {
+        keep = s->n_idx;
+    } else {
+        for (uint32_t i = 0; i < s->n_idx; i++) {
+            if (s->idx[i].base_offset == first) {
+                keep = i;
+                break;
+            }
+        }
+    }
+    for (uint32_t i = keep; i < s->n_idx; i++) {
+        free(s->idx[i].key);
+    }
+    s->n_idx = keep;
+    if (s->idx == NULL) {
+        s->idx = kp_xcalloc(AGENT__INDEX_MAX, sizeof(*s->idx));
+    }
+    for (int32_t k = 0; k < n; k++) {
+        const struct kp_meta_lookup_response_meta_lookup_extent *x = &pr->extents[k];
+        if (x->raw_length < 0 || x->raw_offset < 0 || x->chunk_offset < 0 ||
+            x->object_key.len <= 0 || x->last_offset < x->base_offset) {
+            agent__idx_clear(s);
+            return;
+        }
+        if (s->n_idx > 0 && x->base_offset != s->idx[s->n_idx - 1].last_offset + 1) {
+            agent__idx_clear(s); /* not consecutive: start a new run */
+        }
+        if (s->n_idx == AGENT__INDEX_MAX) {
+            free(s->idx[0].key);
+            memmove(&s->idx[0], &s->idx[1], (AGENT__INDEX_MAX - 1) * sizeof(*s->idx));
+            s->n_idx--;
+        }
+        struct agent__iext *e = &s->idx[s->n_idx++];
+        e->base_offset = x->base_offset;
+        e->last_offset = x->last_offset;
+        e->key = kp_xmalloc((size_t)x->object_key.len + 1);
+        memcpy(e->key, x->object_key.ptr, (size_t)x->object_key.len);
+        e->key[x->object_key.len] = '\0';
+        e->chunk_off = (uint64_t)x->chunk_offset;
+        e->raw_off = (uint32_t)x->raw_offset;
+        e->raw_len = (uint32_t)x->raw_length;
+    }
+}
+
 static void agent__fs_free(struct agent_fetch *fs)
 {
     for (size_t i = 0; i < AGENT__PART_BUCKETS; i++) {
         while (fs->parts[i] != NULL) {
             struct agent__pstate *s = fs->parts[i];
             fs->parts[i] = s->next;
+            agent__idx_clear(s);
+            free(s->idx);
             free(s);
         }
     }
@@ -176,6 +259,7 @@ static void agent__fpart_reset(struct agent__fpart *fp)
     fp->buf_len = 0;
     fp->out_off = fp->out_len = 0;
     fp->want_data = false;
+    fp->from_idx = false;
     if (!fp->sticky) {
         fp->err = 0;
     }
@@ -472,11 +556,89 @@ static void agent__fext_chunk_cb(void *arg, int err, const uint8_t *raw, size_t 
         if (fp->err == 0) {
             fp->err = agent__fstore_err(err);
         }
+        if (fp->from_idx && fp->st != NULL) {
+            agent__idx_clear(fp->st); /* ask the metadata service next time */
+        }
     } else {
         memcpy(fp->buf + e->pos, raw + e->raw_off, e->raw_len);
     }
     agent__fop_step_done(op);
 }
+
+static void agent__fpart_alloc(struct agent__fpart *fp, int32_t n, size_t total)
+{
+    fp->ext = kp_xcalloc((size_t)n, sizeof(*fp->ext));
+    fp->buf = kp_xmalloc(total ? total : 1);
+    fp->buf_len = total;
+    fp->n_ext = n;
+}
+
+/* Fills extent k of fp (the extents are laid out in fp->buf in order). */
+static void agent__fpart_add(struct agent__fop *op, struct agent__fpart *fp, int32_t k,
+                             int64_t base, int64_t last, const char *key, size_t key_len,
+                             uint64_t chunk_off, uint32_t raw_off, uint32_t raw_len)
+{
+    struct agent__fext *e = &fp->ext[k];
+    e->op = op;
+    e->fp = fp;
+    e->base_offset = base;
+    e->last_offset = last;
+    e->key = kp_xmalloc(key_len + 1);
+    memcpy(e->key, key, key_len);
+    e->key[key_len] = '\0';
+    e->chunk_off = chunk_off;
+    e->raw_off = raw_off;
+    e->raw_len = raw_len;
+    e->pos = k == 0 ? 0 : fp->ext[k - 1].pos + fp->ext[k - 1].raw_len;
+}
+
+/*
+ * Serves fp's extents from the partition's cached index when it covers fetch_offset and either
+ * fills max_bytes (by the Lookup RPC's own rule: whole extents, at least one) or reaches the
+ * high watermark. Returns false when the metadata service must be asked.
+ */
+static bool agent__idx_serve(struct agent__fop *op, struct agent__fpart *fp)
+{
+    const struct agent__pstate *s = fp->st;
+    uint32_t lo = 0;
+    uint32_t hi = s->n_idx;
+    while (lo < hi) { /* first extent with last_offset >= fetch_offset */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->idx[mid].last_offset < fp->fetch_offset) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo == s->n_idx || s->idx[lo].base_offset > fp->fetch_offset) {
+        return false;
+    }
+    size_t max = (size_t)(fp->max_bytes > 0 ? fp->max_bytes : 1);
+    size_t total = 0;
+    uint32_t end = lo;
+    bool full = false;
+    while (end < s->n_idx) {
+        if (end > lo && total + s->idx[end].raw_len > max) {
+            full = true;
+            break;
+        }
+        total += s->idx[end].raw_len;
+        end++;
+    }
+    if (!full && s->idx[end - 1].last_offset + 1 < s->hwm) {
+        return false; /* the index ends before the data does */
+    }
+    agent__fpart_alloc(fp, (int32_t)(end - lo), total);
+    for (uint32_t i = lo; i < end; i++) {
+        const struct agent__iext *x = &s->idx[i];
+        agent__fpart_add(op, fp, (int32_t)(i - lo), x->base_offset, x->last_offset, x->key,
+                         strlen(x->key), x->chunk_off, x->raw_off, x->raw_len);
+    }
+    fp->from_idx = true;
+    return true;
+}
+
+static void agent__fop_read(struct agent__fop *op);
 
 static void agent__fop_lookup_cb(void *arg, int status, const void *response)
 {
@@ -503,7 +665,6 @@ static void agent__fop_lookup_cb(void *arg, int status, const void *response)
             fp->err = pr->error_code;
             continue;
         }
-        size_t total = 0;
         int32_t n = pr->extents_count > 0 ? pr->extents_count : 0;
         for (int32_t k = 0; k < n; k++) {
             const struct kp_meta_lookup_response_meta_lookup_extent *x = &pr->extents[k];
@@ -512,38 +673,37 @@ static void agent__fop_lookup_cb(void *arg, int status, const void *response)
                 fp->err = KP_ERROR_KAFKA_STORAGE_ERROR;
                 break;
             }
-            total += (size_t)x->raw_length;
         }
         if (fp->err != 0 || n == 0) {
             continue;
         }
-        fp->ext = kp_xcalloc((size_t)n, sizeof(*fp->ext));
-        fp->buf = kp_xmalloc(total ? total : 1);
-        fp->buf_len = total;
-        fp->n_ext = n;
-        size_t pos = 0;
+        agent__idx_learn(fp->st, pr);
+        size_t total = 0;
+        for (int32_t k = 0; k < n; k++) {
+            total += (size_t)pr->extents[k].raw_length;
+        }
+        agent__fpart_alloc(fp, n, total);
         for (int32_t k = 0; k < n; k++) {
             const struct kp_meta_lookup_response_meta_lookup_extent *x = &pr->extents[k];
-            struct agent__fext *e = &fp->ext[k];
-            e->op = op;
-            e->fp = fp;
-            e->base_offset = x->base_offset;
-            e->last_offset = x->last_offset;
-            e->key = kp_xmalloc((size_t)x->object_key.len + 1);
-            memcpy(e->key, x->object_key.ptr, (size_t)x->object_key.len);
-            e->key[x->object_key.len] = '\0';
-            e->chunk_off = (uint64_t)x->chunk_offset;
-            e->raw_off = (uint32_t)x->raw_offset;
-            e->raw_len = (uint32_t)x->raw_length;
-            e->pos = pos;
-            pos += e->raw_len;
+            agent__fpart_add(op, fp, k, x->base_offset, x->last_offset, x->object_key.ptr,
+                             (size_t)x->object_key.len, (uint64_t)x->chunk_offset,
+                             (uint32_t)x->raw_offset, (uint32_t)x->raw_length);
         }
     }
+    agent__fop_read(op);
+}
+
+/* Starts the chunk reads of this attempt's extents; finishes the attempt when all are in. */
+static void agent__fop_read(struct agent__fop *op)
+{
     /* Start the chunk reads; pending holds one extra count so that hits answered at once do
      * not finish the step before every read is started. */
     op->pending = 1;
     for (size_t i = 0; i < op->nparts; i++) {
         struct agent__fpart *fp = &op->parts[i];
+        if (op->fs->cache == NULL && fp->n_ext > 0 && fp->err == 0) {
+            fp->err = KP_ERROR_LEADER_NOT_AVAILABLE; /* shutting down */
+        }
         for (int32_t k = 0; k < fp->n_ext && fp->err == 0; k++) {
             op->pending++;
             if (agent_cache_get(op->fs->cache, fp->ext[k].key, fp->ext[k].chunk_off,
@@ -578,16 +738,20 @@ static void agent__fop_lookup(struct agent__fop *op)
             fp->err = KP_ERROR_OFFSET_OUT_OF_RANGE;
             continue;
         }
-        if (fp->fetch_offset < fp->st->hwm) {
+        if (fp->fetch_offset < fp->st->hwm && !agent__idx_serve(op, fp)) {
             fp->want_data = true;
             n++;
         }
     }
-    if (n == 0 || op->fs->closing) {
+    if (op->fs->closing) {
         for (size_t i = 0; i < op->nparts; i++) {
             op->parts[i].want_data = false;
         }
         agent__fop_finish_attempt(op);
+        return;
+    }
+    if (n == 0) {
+        agent__fop_read(op);
         return;
     }
     q.partitions = kp_xcalloc(n, sizeof(*q.partitions));
