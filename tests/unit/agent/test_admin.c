@@ -99,7 +99,9 @@ static void stop(struct env *e)
     }
     agent_server_stop(&e->a);
     agent_topics_free(&e->a);
-    meta_client_close(e->a.meta);
+    if (e->a.meta != NULL) {
+        meta_client_close(e->a.meta);
+    }
     meta_server_close(e->srv);
     uv_run(&e->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&e->loop), 0);
@@ -1107,6 +1109,29 @@ static void test_admin_mutated_requests(void **state)
     stop(&e);
 }
 
+/* Without the metadata service every topic entry gets a retriable REQUEST_TIMED_OUT. */
+static void test_admin_metadata_unavailable(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    meta_client_close(e.a.meta);
+    e.a.meta = NULL;
+    struct topic_spec s = {"nometa", 1, 1, NULL, NULL};
+    struct kp_create_topics_response rs;
+    const struct kp_create_topics_response_creatable_topic_result *r =
+        create(&e, 7, &s, 1, false, &rs);
+    assert_int_equal(r->error_code, KP_ERROR_REQUEST_TIMED_OUT);
+    assert_true(str_has(r->error_message, "metadata service"));
+    assert_int_equal(create_partitions(&e, 3, "x", 3, false, NULL), KP_ERROR_REQUEST_TIMED_OUT);
+    assert_int_equal(describe(&e, 4, 2, "x", NULL, false, false)->error_code,
+                     KP_ERROR_REQUEST_TIMED_OUT);
+    assert_int_equal(describe(&e, 4, 4, "7", NULL, false, false)->error_code, 0);
+    struct alter_cfg set[] = {{"retention.ms", 0, "1"}};
+    assert_int_equal(incremental(&e, 1, 2, "x", set, 1, false, NULL), KP_ERROR_REQUEST_TIMED_OUT);
+    stop(&e);
+}
+
 int run_test_admin(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1120,6 +1145,7 @@ int run_test_admin(void)
         cmocka_unit_test(test_admin_alter_configs),
         cmocka_unit_test(test_admin_odd_inputs),
         cmocka_unit_test(test_admin_mutated_requests),
+        cmocka_unit_test(test_admin_metadata_unavailable),
     };
     return cmocka_run_group_tests_name("admin", tests, NULL, NULL);
 }
