@@ -122,6 +122,7 @@ struct agent_produce {
     struct store_obj_builder *spare;     /* a builder kept for the next object */
     void (*drain_done)(struct agent *a); /* set while draining */
     uint64_t objects;                    /* objects committed (stats) */
+    uint32_t lookups;                    /* Produce requests waiting for their topic lookup */
 };
 
 static int64_t agent__wall_ms(void)
@@ -268,7 +269,7 @@ static void agent__pressure(struct agent *a)
 
 static void agent__check_drained(struct agent_produce *p)
 {
-    if (p->drain_done != NULL && p->open == NULL && p->head == NULL) {
+    if (p->drain_done != NULL && p->open == NULL && p->head == NULL && p->lookups == 0) {
         void (*done)(struct agent * a) = p->drain_done;
         p->drain_done = NULL;
         done(p->a);
@@ -641,6 +642,7 @@ static int16_t agent__validate(struct kp_bytes rec, int16_t version, const struc
 
 /* A Produce request between the topic lookup and its answer. */
 struct agent__pctx {
+    struct agent *a;                  /* the agent */
     struct agent_req *req;            /* the request */
     struct kp_produce_response *resp; /* answer being built (arena) */
     bool any_error;                   /* some partition failed validation */
@@ -675,13 +677,11 @@ static void agent__set_all(struct kp_produce_response *resp, int16_t error)
     }
 }
 
-static void agent__produce_topics_cb(void *arg, int status, struct agent_topic **topics,
-                                     const int16_t *errors, size_t n)
+static void agent__produce_run(struct agent__pctx *ctx, int status, struct agent_topic **topics,
+                               size_t n)
 {
-    (void)errors;
-    struct agent__pctx *ctx = arg;
     struct agent_req *req = ctx->req;
-    struct agent *a = req->conn != NULL ? req->conn->agent : NULL;
+    struct agent *a = req->conn != NULL ? ctx->a : NULL;
     const struct kp_produce_request *pr = req->body;
     struct kp_produce_response *resp = ctx->resp;
     if (a == NULL) { /* the client went away: nothing to append for it */
@@ -825,6 +825,25 @@ static void agent__produce_topics_cb(void *arg, int status, struct agent_topic *
     agent__pressure(a);
 }
 
+static void agent__produce_topics_cb(void *arg, int status, struct agent_topic **topics,
+                                     const int16_t *errors, size_t n)
+{
+    (void)errors;
+    struct agent__pctx *ctx = arg;
+    struct agent *a = ctx->a;
+    struct agent_produce *p = a->produce;
+    if (p == NULL) { /* shut down while the lookup ran: nothing may be appended any more */
+        agent__set_all(ctx->resp, KP_ERROR_NOT_LEADER_OR_FOLLOWER);
+        agent__produce_answer_now(ctx->req, ctx->resp, true);
+        return;
+    }
+    /* The lookup still counts while the request is appended, so a drain cannot finish (and
+     * free the write path) under it. */
+    agent__produce_run(ctx, status, topics, n);
+    p->lookups--;
+    agent__check_drained(p);
+}
+
 void agent_handle_produce(struct agent_req *req)
 {
     struct agent *a = req->conn->agent;
@@ -884,8 +903,10 @@ void agent_handle_produce(struct agent_req *req)
         agent__produce_answer_now(req, resp, all_error != 0);
         return;
     }
+    ctx->a = a;
     ctx->req = req;
     ctx->resp = resp;
+    a->produce->lookups++;
     agent_topics_get(a, names, (size_t)nt, false, agent__produce_topics_cb, ctx);
 }
 
