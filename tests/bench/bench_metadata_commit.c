@@ -1,0 +1,256 @@
+/*
+ * Commit benchmark over the real RPC and journal: a metadata server runs in a child process (its
+ * own libuv loop, journal in /tmp, fdatasync per group commit); the parent drives Commit requests
+ * through the client library with 1, 100 and 1,000 partitions per commit and reports
+ *   - paced: 200 commits/s for a few seconds, latency p50/p99/max (the target: p99 <= 2 ms);
+ *   - saturated: 64 commits in flight, commits/s and latency p50/p99.
+ *
+ * usage: bench_metadata_commit [SECONDS_PER_RUN]   (default 3)
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "runnel/metadata/client.h"
+#include "runnel/metadata/server.h"
+
+#define MAX_SAMPLES 2000000
+
+static uv_loop_t g_loop;
+static struct meta_client *g_cli;
+static struct kp_uuid g_topic;
+static int g_parts;
+static int g_seq;
+static int g_outstanding;
+static int g_done;
+static double *g_lat;
+static size_t g_n_lat;
+static bool g_stop;
+static int g_window;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void server_child(const char *dir, int port)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct meta_server_options o;
+    meta_server_options_default(&o);
+    o.data_dir = dir;
+    o.port = port;
+    char err[256];
+    struct meta_server *srv;
+    if (meta_server_open(&srv, &loop, &o, err, sizeof(err)) != 0) {
+        fprintf(stderr, "server: %s\n", err);
+        _exit(1);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    _exit(0);
+}
+
+struct req {
+    double t0; /* send time */
+};
+
+static void send_commit(void);
+
+static void on_commit(void *arg, int status, const void *resp)
+{
+    struct req *r = arg;
+    const struct kp_meta_commit_response *c = resp;
+    if (status != 0 || c->error_code != 0) {
+        fprintf(stderr, "commit failed: %d %d\n", status, status == 0 ? c->error_code : 0);
+        exit(1);
+    }
+    if (g_n_lat < MAX_SAMPLES) {
+        g_lat[g_n_lat++] = now_s() - r->t0;
+    }
+    free(r);
+    g_outstanding--;
+    g_done++;
+    if (g_window > 0 && !g_stop) {
+        send_commit();
+    }
+}
+
+static void send_commit(void)
+{
+    static struct kp_meta_commit_request_meta_commit_partition *p;
+    static struct kp_meta_commit_request_meta_commit_range *rg;
+    if (p == NULL) {
+        p = calloc(1000, sizeof(*p));
+        rg = calloc(1000, sizeof(*rg));
+    }
+    struct kp_meta_commit_request rq;
+    kp_meta_commit_request_init(&rq);
+    for (int i = 0; i < g_parts; i++) {
+        kp_meta_commit_request_meta_commit_partition_init(&p[i]);
+        kp_meta_commit_request_meta_commit_range_init(&rg[i]);
+        rg[i].record_count = 10;
+        rg[i].max_timestamp = 1000;
+        rg[i].raw_length = 4000;
+        p[i].topic_id = g_topic;
+        p[i].partition_index = i;
+        p[i].chunk_offset = 4000LL * i;
+        p[i].chunk_length = 4000;
+        p[i].ranges = &rg[i];
+        p[i].ranges_count = 1;
+    }
+    char key[64];
+    snprintf(key, sizeof(key), "agent-1/bench/%d/%09d.obj", g_parts, g_seq++);
+    rq.object_key = kp_str_from(key);
+    rq.object_size = 4000LL * g_parts;
+    rq.object_created_ms = (int64_t)time(NULL) * 1000;
+    rq.partitions = p;
+    rq.partitions_count = g_parts;
+    struct req *r = malloc(sizeof(*r));
+    r->t0 = now_s();
+    if (meta_client_call(g_cli, 1006, &rq, on_commit, r) != 0) {
+        exit(1);
+    }
+    g_outstanding++;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double q)
+{
+    if (g_n_lat == 0) {
+        return 0;
+    }
+    size_t i = (size_t)(q * (double)(g_n_lat - 1));
+    return g_lat[i] * 1000;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+    if (!g_stop) {
+        send_commit();
+    }
+}
+
+static void on_create(void *arg, int status, const void *resp)
+{
+    (void)arg;
+    if (status == 0) {
+        const struct kp_meta_create_topics_response *r = resp;
+        g_topic = r->topics[0].topic_id;
+        g_done = 1;
+    }
+}
+
+static void run_paced(double seconds, int rate)
+{
+    g_n_lat = 0;
+    g_stop = false;
+    g_window = 0;
+    uv_timer_t timer;
+    uv_timer_init(&g_loop, &timer);
+    uv_timer_start(&timer, on_tick, 1000 / (uint64_t)rate, 1000 / (uint64_t)rate);
+    double end = now_s() + seconds;
+    while (now_s() < end) {
+        uv_run(&g_loop, UV_RUN_ONCE);
+    }
+    g_stop = true;
+    uv_timer_stop(&timer);
+    uv_close((uv_handle_t *)&timer, NULL);
+    while (g_outstanding > 0) {
+        uv_run(&g_loop, UV_RUN_ONCE);
+    }
+    qsort(g_lat, g_n_lat, sizeof(double), cmp_d);
+    printf("  paced %d commits/s x %4d partitions: %zu commits, latency p50 %.3f ms, p99 %.3f ms, "
+           "max %.3f ms\n",
+           rate, g_parts, g_n_lat, pct(0.5), pct(0.99), pct(1.0));
+}
+
+static void run_saturated(double seconds, int window)
+{
+    g_n_lat = 0;
+    g_stop = false;
+    g_window = window;
+    g_done = 0;
+    double t0 = now_s();
+    for (int i = 0; i < window; i++) {
+        send_commit();
+    }
+    double end = t0 + seconds;
+    while (now_s() < end) {
+        uv_run(&g_loop, UV_RUN_ONCE);
+    }
+    g_stop = true;
+    while (g_outstanding > 0) {
+        uv_run(&g_loop, UV_RUN_ONCE);
+    }
+    double el = now_s() - t0;
+    qsort(g_lat, g_n_lat, sizeof(double), cmp_d);
+    printf("  saturated (%d in flight) x %4d partitions: %.0f commits/s (%.0f extents/s), "
+           "latency p50 %.3f ms, p99 %.3f ms\n",
+           window, g_parts, g_done / el, g_done * (double)g_parts / el, pct(0.5), pct(0.99));
+}
+
+int main(int argc, char **argv)
+{
+    double seconds = argc > 1 ? atof(argv[1]) : 3;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/runnel-bench-commit-XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        return 1;
+    }
+    int port = 20000 + getpid() % 20000;
+    pid_t pid = fork();
+    if (pid == 0) {
+        server_child(dir, port);
+    }
+    g_lat = malloc(sizeof(double) * MAX_SAMPLES);
+    uv_loop_init(&g_loop);
+    meta_client_open(&g_cli, &g_loop, "127.0.0.1", port);
+    struct kp_meta_create_topics_request ct;
+    kp_meta_create_topics_request_init(&ct);
+    struct kp_meta_create_topics_request_meta_creatable_topic t;
+    kp_meta_create_topics_request_meta_creatable_topic_init(&t);
+    t.name = kp_str_from("bench");
+    t.num_partitions = 1000;
+    ct.topics = &t;
+    ct.topics_count = 1;
+    while (g_done == 0) {
+        meta_client_call(g_cli, 1001, &ct, on_create, NULL);
+        while (meta_client_in_flight(g_cli) > 0) {
+            uv_run(&g_loop, UV_RUN_ONCE);
+        }
+        if (g_done == 0) {
+            usleep(50000);
+        }
+    }
+    printf("metadata commit benchmark (real RPC over loopback + journal with fdatasync, %s)\n",
+           dir);
+    int parts[] = {1, 100, 1000};
+    for (int i = 0; i < 3; i++) {
+        g_parts = parts[i];
+        run_paced(seconds, 200);
+        run_saturated(seconds, 64);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    meta_client_close(g_cli);
+    uv_run(&g_loop, UV_RUN_DEFAULT);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : 1;
+}
