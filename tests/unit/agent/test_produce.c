@@ -633,6 +633,35 @@ static void test_produce_seal_order(void **state)
     stop(&e);
 }
 
+/* SIGTERM's drain seals the open object at once (long before the flush interval) and finishes
+ * only after the parked request was answered with its offset. */
+static void test_produce_drain(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e, "mem://", 256 << 20);
+    e.a.cfg.flush_interval_ms = 60000;
+    create_topic(&e, "d", 1, NULL, NULL);
+    size_t l = 0;
+    uint8_t *b = batch(0, "drained", 1, now_ms(), -1, -1, -1, &l);
+    struct part_in parts[1] = {{0, b, l}};
+    produce(&e, 7, -1, 90, "d", parts, 1);
+    for (int i = 0; i < 20000 && e.a.buffered_bytes == 0; i++) {
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+    }
+    assert_true(e.a.buffered_bytes > 0);
+    drain_env = &e;
+    agent_produce_drain(&e.a, on_drained);
+    assert_int_equal(e.drained, 0); /* not before the commit */
+    const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 90, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 0);
+    pump(&e, &e.drained, 1);
+    e.drained = 0;
+    free(b);
+    stop(&e);
+}
+
 int run_test_produce(void)
 {
     const struct CMUnitTest tests[] = {
@@ -640,6 +669,7 @@ int run_test_produce(void)
         cmocka_unit_test(test_produce_acks0),           cmocka_unit_test(test_produce_idempotent),
         cmocka_unit_test(test_produce_log_append_time), cmocka_unit_test(test_produce_put_failure),
         cmocka_unit_test(test_produce_backpressure),    cmocka_unit_test(test_produce_seal_order),
+        cmocka_unit_test(test_produce_drain),
     };
     return cmocka_run_group_tests_name("produce", tests, NULL, NULL);
 }
