@@ -502,9 +502,9 @@ _Static_assert(
 /* ---- CreateTopics ---- */
 
 struct admin__create {
-    struct admin__base b;
-    const struct kp_create_topics_request *rq;
-    struct kp_create_topics_response rs;
+    struct admin__base b;                      /* shared state */
+    const struct kp_create_topics_request *rq; /* the decoded request */
+    struct kp_create_topics_response rs;       /* the response being filled */
     int32_t *sent;       /* per result: index in the metadata request, or -1 */
     int32_t *src;        /* per result: index of the request topic it answers */
     int32_t *partitions; /* per result: partition count asked of the metadata service */
@@ -749,9 +749,9 @@ void agent_handle_create_topics(struct agent_req *req)
 /* ---- DeleteTopics ---- */
 
 struct admin__delete {
-    struct admin__base b;
-    struct kp_delete_topics_response rs;
-    bool *by_id;   /* per result: the topic is named by its id (v6) */
+    struct admin__base b;                /* shared state */
+    struct kp_delete_topics_response rs; /* the response being filled */
+    bool *by_id;                         /* per result: the topic is named by its id (v6) */
     int32_t *sent; /* per result: index in the metadata delete request, or -1 */
 };
 
@@ -944,9 +944,9 @@ void agent_handle_delete_topics(struct agent_req *req)
 /* ---- CreatePartitions ---- */
 
 struct admin__partitions {
-    struct admin__base b;
-    const struct kp_create_partitions_request *rq;
-    struct kp_create_partitions_response rs;
+    struct admin__base b;                          /* shared state */
+    const struct kp_create_partitions_request *rq; /* the decoded request */
+    struct kp_create_partitions_response rs;       /* the response being filled */
     int32_t *src;     /* per result: index of the request topic it answers */
     int32_t *sent;    /* per result: index in the current metadata request, or -1 */
     int32_t *current; /* per result: partition count before the change */
@@ -1124,9 +1124,9 @@ void agent_handle_create_partitions(struct agent_req *req)
 /* ---- DescribeConfigs ---- */
 
 struct admin__describe {
-    struct admin__base b;
-    const struct kp_describe_configs_request *rq;
-    struct kp_describe_configs_response rs;
+    struct admin__base b;                         /* shared state */
+    const struct kp_describe_configs_request *rq; /* the decoded request */
+    struct kp_describe_configs_response rs;       /* the response being filled */
     int32_t *sent; /* per result: index in the metadata describe request, or -1 */
 };
 
@@ -1473,7 +1473,7 @@ struct admin__alt_res {
 };
 
 struct admin__alter {
-    struct admin__base b;
+    struct admin__base b;       /* shared state */
     bool incremental;           /* IncrementalAlterConfigs, else the legacy AlterConfigs */
     bool validate_only;         /* change nothing */
     int32_t n;                  /* resources */
