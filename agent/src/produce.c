@@ -759,8 +759,16 @@ static void agent__produce_run(struct agent__pctx *ctx, int status, struct agent
         int64_t append_time = -1;
         int64_t max_ts = b->max_timestamp;
         if (g->log_append_time) {
-            /* The request owns its frame, so the batch can be rewritten where it lies. */
-            kp_batch_set_log_append_time((uint8_t *)(uintptr_t)b->ptr, b->len, now);
+            /*
+             * The request owns its frame, so the batch can be rewritten where it lies. Kafka
+             * sets only the attribute bit and maxTimestamp; baseTimestamp is set too, so that
+             * clients ignoring the bit (base + delta) still see the append time.
+             */
+            uint8_t *w = (uint8_t *)(uintptr_t)b->ptr;
+            for (int i = 0; i < 8; i++) {
+                w[27 + i] = (uint8_t)((uint64_t)now >> (56 - 8 * i));
+            }
+            kp_batch_set_log_append_time(w, b->len, now);
             append_time = now;
             max_ts = now;
         }
