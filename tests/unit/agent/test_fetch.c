@@ -1,0 +1,598 @@
+/*
+ * The read path (agent/src/fetch.c, list_offsets.c) on one libuv loop: a real agent listener
+ * with its write path, an in-process metadata server over loopback and a mem:// store. Raw
+ * client sockets send Produce, Fetch and ListOffsets frames built with the generated codec and
+ * check: base offsets rewritten per batch across objects, the cut at the batch holding
+ * fetch_offset, high watermark / last stable offset / log start, aborted_transactions null or
+ * empty by isolation level, session_id 0 and incremental sessions refused,
+ * OFFSET_OUT_OF_RANGE and UNKNOWN_TOPIC_OR_PARTITION, long polls woken by a produce on another
+ * connection and long polls that time out empty, KIP-74 at the response level, fresh objects
+ * served from the cache without a GET, and ListOffsets -1/-2/-3/by timestamp.
+ */
+#include "test_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "agent.h"
+#include "cache.h"
+#include "runnel/metadata/client.h"
+#include "runnel/metadata/server.h"
+#include "runnel/protocol/errors.h"
+#include "runnel/protocol/records.h"
+
+struct env {
+    uv_loop_t loop;
+    struct agent a;
+    struct meta_server *srv;
+    char dir[64];
+    int port;
+    int fd[2]; /* two client connections */
+    int done;
+    int drained;
+    struct kp_arena arena;
+};
+
+static struct env *drain_env;
+
+static void pump_until(struct env *e, int *counter, int target)
+{
+    for (int i = 0; i < 20000 && *counter < target; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+        usleep(200);
+    }
+    assert_true(*counter >= target);
+}
+
+static void on_push(void *arg, const struct kp_meta_notify_response *n)
+{
+    agent_fetch_on_notify(arg, n);
+}
+
+static void on_created(void *arg, int status, const void *resp)
+{
+    struct env *e = arg;
+    assert_int_equal(status, 0);
+    const struct kp_meta_create_topics_response *r = resp;
+    assert_int_equal(r->topics[0].error_code, 0);
+    e->done++;
+}
+
+static void create_topic(struct env *e, const char *name, int32_t parts)
+{
+    struct kp_meta_create_topics_request rq;
+    kp_meta_create_topics_request_init(&rq);
+    struct kp_meta_create_topics_request_meta_creatable_topic t;
+    kp_meta_create_topics_request_meta_creatable_topic_init(&t);
+    t.name = kp_str_from(name);
+    t.num_partitions = parts;
+    rq.topics = &t;
+    rq.topics_count = 1;
+    int before = e->done;
+    assert_int_equal(meta_client_call(e->a.meta, 1001, &rq, on_created, e), 0);
+    pump_until(e, &e->done, before + 1);
+}
+
+static int connect_client(struct env *e)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(0x7f000001);
+    sin.sin_port = htons((uint16_t)e->port);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    int rc = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    for (int i = 0; i < 50; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+    return fd;
+}
+
+static void start(struct env *e)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->dir, sizeof(e->dir), "/tmp/runnel-test-fetch-XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    struct meta_server_options o;
+    meta_server_options_default(&o);
+    o.data_dir = e->dir;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    char err[256];
+    assert_int_equal(meta_server_open(&e->srv, &e->loop, &o, err, sizeof(err)), 0);
+    struct agent *a = &e->a;
+    a->loop = &e->loop;
+    a->cfg.listen = "127.0.0.1:0";
+    a->cfg.advertise = "";
+    a->cfg.cluster_id = "test";
+    a->cfg.max_frame_bytes = 64 << 20;
+    a->cfg.max_connections = 100;
+    a->cfg.flush_interval_ms = 5;
+    a->cfg.flush_bytes = 1 << 20;
+    a->cfg.buffer_max_bytes = 64 << 20;
+    a->cfg.cache_bytes = 64 << 20;
+    a->cfg.zstd_level = 1;
+    a->cfg.default_partitions = 1;
+    a->cfg.log_level = "error";
+    a->cfg.log_format = "logfmt";
+    assert_int_equal(store_open(&e->loop, "mem://", NULL, &a->store, err, sizeof(err)), 0);
+    assert_int_equal(meta_client_open(&a->meta, &e->loop, "127.0.0.1", meta_server_port(e->srv)),
+                     0);
+    meta_client_set_push_cb(a->meta, on_push, a);
+    assert_int_equal(agent_produce_init(a), 0);
+    assert_int_equal(agent_fetch_init(a), 0);
+    assert_int_equal(agent_server_start(a), 0);
+    struct sockaddr_in sin;
+    int len = sizeof(sin);
+    assert_int_equal(uv_tcp_getsockname(&a->listener, (struct sockaddr *)&sin, &len), 0);
+    e->port = ntohs(sin.sin_port);
+    e->fd[0] = connect_client(e);
+    e->fd[1] = connect_client(e);
+    kp_arena_init(&e->arena, 0);
+}
+
+static void on_drained(struct agent *a)
+{
+    (void)a;
+    drain_env->drained++;
+}
+
+static void stop(struct env *e)
+{
+    close(e->fd[0]);
+    close(e->fd[1]);
+    drain_env = e;
+    agent_fetch_drain(&e->a);
+    agent_produce_drain(&e->a, on_drained);
+    pump_until(e, &e->drained, 1);
+    agent_server_stop(&e->a);
+    agent_fetch_free(&e->a);
+    agent_produce_free(&e->a);
+    agent_topics_free(&e->a);
+    meta_client_close(e->a.meta);
+    store_close(e->a.store);
+    meta_server_close(e->srv);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    kp_arena_free(&e->arena);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void send_req(struct env *e, int c, int16_t key, int16_t version, int32_t corr,
+                     const void *body)
+{
+    const struct kp_api *api = kp_api_find(key);
+    assert_non_null(api);
+    struct kp_request_header h;
+    kp_request_header_init(&h);
+    h.request_api_key = key;
+    h.request_api_version = version;
+    h.correlation_id = corr;
+    h.client_id = kp_str_from("test");
+    int16_t hv = kp_request_header_version(key, version);
+    size_t hl = 0;
+    size_t bl = 0;
+    assert_int_equal(kp_request_header_size(&h, hv, &hl), 0);
+    assert_int_equal(api->request->size(body, version, &bl), 0);
+    size_t n = 4 + hl + bl;
+    uint8_t *buf = malloc(n);
+    struct kp_writer w;
+    kp_writer_init(&w, buf, n);
+    kp_write_i32(&w, (int32_t)(hl + bl));
+    assert_int_equal(kp_request_header_encode(&h, hv, &w), 0);
+    assert_int_equal(api->request->encode(body, version, &w), 0);
+    size_t off = 0;
+    for (int i = 0; i < 100000 && off < n; i++) {
+        ssize_t k = send(e->fd[c], buf + off, n - off, MSG_NOSIGNAL);
+        if (k > 0) {
+            off += (size_t)k;
+        }
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    }
+    assert_int_equal(off, n);
+    free(buf);
+}
+
+/* True when a whole response is waiting on connection c after a few loop turns. */
+static bool response_ready(struct env *e, int c, int turns)
+{
+    uint8_t b;
+    for (int i = 0; i < turns; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+        usleep(200);
+    }
+    return recv(e->fd[c], &b, 1, MSG_DONTWAIT | MSG_PEEK) == 1;
+}
+
+static int32_t recv_resp(struct env *e, int c, int16_t key, int16_t version, void *out)
+{
+    uint8_t szb[4];
+    size_t got = 0;
+    uint8_t *frame = NULL;
+    size_t need = 4;
+    for (int i = 0; i < 100000; i++) {
+        uint8_t *dst = frame == NULL ? szb + got : frame + (got - 4);
+        ssize_t k = recv(e->fd[c], dst, need - got, MSG_DONTWAIT);
+        if (k > 0) {
+            got += (size_t)k;
+        }
+        if (got == need && frame == NULL) {
+            need = 4 + (((size_t)szb[0] << 24) | ((size_t)szb[1] << 16) | ((size_t)szb[2] << 8) |
+                        szb[3]);
+            frame = malloc(need - 4);
+        }
+        if (frame != NULL && got == need) {
+            break;
+        }
+        if (k <= 0) {
+            uv_run(&e->loop, UV_RUN_NOWAIT);
+            usleep(100);
+        }
+    }
+    assert_non_null(frame);
+    assert_int_equal(got, need);
+    struct kp_reader r;
+    kp_reader_init(&r, kp_arena_memdup(&e->arena, frame, need - 4), need - 4);
+    free(frame);
+    struct kp_response_header h;
+    kp_response_header_init(&h);
+    assert_int_equal(
+        kp_response_header_decode(&r, kp_response_header_version(key, version), &e->arena, &h), 0);
+    const struct kp_api *api = kp_api_find(key);
+    api->response->init(out);
+    assert_int_equal(api->response->decode(&r, version, &e->arena, out), 0);
+    return h.correlation_id;
+}
+
+/* Produces one batch of n records (values of vlen bytes, timestamps ts, ts+1...) and waits. */
+static int64_t produce(struct env *e, const char *topic, int32_t partition, int n, size_t vlen,
+                       int64_t ts)
+{
+    struct kp_record_in recs[16];
+    uint8_t *val = malloc(vlen + 1);
+    memset(val, 'x', vlen);
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++) {
+        memset(&recs[i], 0, sizeof(recs[i]));
+        recs[i].key = (struct kp_bytes){(const uint8_t *)"k", 1};
+        recs[i].value = (struct kp_bytes){val, (int32_t)vlen};
+        recs[i].timestamp = ts + i;
+    }
+    struct kp_batch_spec spec;
+    kp_batch_spec_init(&spec);
+    uint8_t *b = NULL;
+    size_t blen = 0;
+    assert_int_equal(kp_batch_build(&spec, recs, (size_t)n, &b, &blen), 0);
+    free(val);
+    struct kp_produce_request rq;
+    kp_produce_request_init(&rq);
+    struct kp_produce_request_topic_produce_data td;
+    kp_produce_request_topic_produce_data_init(&td);
+    struct kp_produce_request_partition_produce_data pd;
+    kp_produce_request_partition_produce_data_init(&pd);
+    pd.index = partition;
+    pd.records = (struct kp_bytes){b, (int32_t)blen};
+    td.name = kp_str_from(topic);
+    td.partition_data = &pd;
+    td.partition_data_count = 1;
+    rq.acks = -1;
+    rq.timeout_ms = 30000;
+    rq.topic_data = &td;
+    rq.topic_data_count = 1;
+    send_req(e, 1, 0, 9, 77, &rq);
+    free(b);
+    struct kp_produce_response *r = kp_arena_calloc(&e->arena, 1, sizeof(*r));
+    assert_int_equal(recv_resp(e, 1, 0, 9, r), 77);
+    assert_int_equal(r->responses[0].partition_responses[0].error_code, 0);
+    return r->responses[0].partition_responses[0].base_offset;
+}
+
+struct fpart {
+    int32_t partition;
+    int64_t offset;
+    int32_t max_bytes;
+};
+
+static void send_fetch(struct env *e, int c, int16_t version, int32_t corr, const char *topic,
+                       const struct fpart *parts, int n, int32_t max_wait, int32_t max_bytes,
+                       int8_t isolation, int32_t session_id)
+{
+    struct kp_fetch_request rq;
+    kp_fetch_request_init(&rq);
+    struct kp_fetch_request_fetch_topic ft;
+    kp_fetch_request_fetch_topic_init(&ft);
+    struct kp_fetch_request_fetch_partition fp[4];
+    for (int i = 0; i < n; i++) {
+        kp_fetch_request_fetch_partition_init(&fp[i]);
+        fp[i].partition = parts[i].partition;
+        fp[i].fetch_offset = parts[i].offset;
+        fp[i].partition_max_bytes = parts[i].max_bytes;
+        fp[i].current_leader_epoch = -1;
+    }
+    ft.topic = kp_str_from(topic);
+    ft.partitions = fp;
+    ft.partitions_count = n;
+    rq.replica_id = -1;
+    rq.max_wait_ms = max_wait;
+    rq.min_bytes = 1;
+    rq.max_bytes = max_bytes;
+    rq.isolation_level = isolation;
+    rq.session_id = session_id;
+    rq.session_epoch = -1;
+    rq.topics = &ft;
+    rq.topics_count = 1;
+    rq.forgotten_topics_data = NULL;
+    rq.forgotten_topics_data_count = 0;
+    rq.rack_id = kp_str_from("");
+    send_req(e, c, 1, version, corr, &rq);
+}
+
+static struct kp_fetch_response *recv_fetch(struct env *e, int c, int16_t version, int32_t corr)
+{
+    struct kp_fetch_response *r = kp_arena_calloc(&e->arena, 1, sizeof(*r));
+    assert_int_equal(recv_resp(e, c, 1, version, r), corr);
+    return r;
+}
+
+/* Base offsets and record counts of the batches in a records field. */
+static int batches(struct kp_bytes rec, int64_t *base, int32_t *count, int max)
+{
+    struct kp_batch_iter it;
+    kp_batch_iter_init(&it, rec.ptr, rec.len > 0 ? (size_t)rec.len : 0, 0);
+    struct kp_batch b;
+    struct kp_batch_err err;
+    int n = 0;
+    int rc;
+    while ((rc = kp_batch_iter_next(&it, &b, &err)) == 1) {
+        assert_true(n < max);
+        base[n] = b.base_offset;
+        count[n] = b.record_count;
+        assert_int_equal(b.partition_leader_epoch, 0);
+        n++;
+    }
+    assert_int_equal(rc, 0); /* whole batches with valid CRCs */
+    return n;
+}
+
+static void test_fetch_offsets_and_cut(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    create_topic(&e, "t", 2);
+    assert_int_equal(produce(&e, "t", 0, 3, 10, 1000), 0);
+    assert_int_equal(produce(&e, "t", 0, 2, 10, 2000), 3);
+    assert_int_equal(produce(&e, "t", 0, 4, 10, 3000), 5);
+    assert_int_equal(produce(&e, "t", 1, 1, 10, 4000), 0);
+
+    struct fpart ps[2] = {{0, 0, 1 << 20}, {1, 0, 1 << 20}};
+    send_fetch(&e, 0, 12, 1, "t", ps, 2, 500, 50 << 20, 0, 0);
+    struct kp_fetch_response *r = recv_fetch(&e, 0, 12, 1);
+    assert_int_equal(r->error_code, 0);
+    assert_int_equal(r->session_id, 0);
+    assert_int_equal(r->responses_count, 1);
+    assert_int_equal(r->responses[0].partitions_count, 2);
+    struct kp_fetch_response_partition_data *p0 = &r->responses[0].partitions[0];
+    assert_int_equal(p0->error_code, 0);
+    assert_int_equal(p0->high_watermark, 9);
+    assert_int_equal(p0->last_stable_offset, 9);
+    assert_int_equal(p0->log_start_offset, 0);
+    assert_int_equal(p0->aborted_transactions_count, -1); /* read_uncommitted: null */
+    assert_int_equal(p0->preferred_read_replica, -1);
+    int64_t base[8];
+    int32_t cnt[8];
+    assert_int_equal(batches(p0->records, base, cnt, 8), 3);
+    assert_int_equal(base[0], 0);
+    assert_int_equal(base[1], 3);
+    assert_int_equal(base[2], 5);
+    assert_int_equal(cnt[2], 4);
+    struct kp_fetch_response_partition_data *p1 = &r->responses[0].partitions[1];
+    assert_int_equal(p1->high_watermark, 1);
+    assert_int_equal(batches(p1->records, base, cnt, 8), 1);
+
+    /* From inside the second batch, read_committed: starts with that batch, aborted empty. */
+    struct fpart mid = {0, 4, 1 << 20};
+    send_fetch(&e, 0, 12, 2, "t", &mid, 1, 500, 50 << 20, 1, 0);
+    r = recv_fetch(&e, 0, 12, 2);
+    p0 = &r->responses[0].partitions[0];
+    assert_int_equal(p0->aborted_transactions_count, 0);
+    assert_int_equal(batches(p0->records, base, cnt, 8), 2);
+    assert_int_equal(base[0], 3);
+    assert_int_equal(base[1], 5);
+
+    /* The same at v4 (kafka-python) and v17 is not needed here; v4 has no log start. */
+    send_fetch(&e, 0, 4, 3, "t", &mid, 1, 500, 50 << 20, 0, 0);
+    r = recv_fetch(&e, 0, 4, 3);
+    assert_int_equal(batches(r->responses[0].partitions[0].records, base, cnt, 8), 2);
+
+    /* Fresh objects came from the cache: no GET at all. */
+    struct agent_cache_stats st;
+    agent_cache_get_stats(agent__fetch_cache(&e.a), &st);
+    assert_int_equal(st.chunk_gets, 0);
+    assert_true(st.put_objects >= 4);
+    stop(&e);
+}
+
+static void test_fetch_errors(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    create_topic(&e, "t", 1);
+    produce(&e, "t", 0, 2, 10, 1000);
+    struct fpart ps[3] = {{0, 3, 1 << 20}, {0, -1, 1 << 20}, {5, 0, 1 << 20}};
+    send_fetch(&e, 0, 12, 1, "t", ps, 3, 5000, 50 << 20, 0, 0);
+    struct kp_fetch_response *r = recv_fetch(&e, 0, 12, 1);
+    assert_int_equal(r->responses[0].partitions[0].error_code, KP_ERROR_OFFSET_OUT_OF_RANGE);
+    assert_int_equal(r->responses[0].partitions[0].high_watermark, 2);
+    assert_int_equal(r->responses[0].partitions[1].error_code, KP_ERROR_OFFSET_OUT_OF_RANGE);
+    assert_int_equal(r->responses[0].partitions[2].error_code, KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+    struct fpart one = {0, 0, 1 << 20};
+    send_fetch(&e, 0, 12, 2, "nope", &one, 1, 100, 50 << 20, 0, 0);
+    r = recv_fetch(&e, 0, 12, 2);
+    assert_int_equal(r->responses[0].partitions[0].error_code, KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION);
+    /* An incremental fetch session we never created. */
+    send_fetch(&e, 0, 12, 3, "t", &one, 1, 100, 50 << 20, 0, 12345);
+    r = recv_fetch(&e, 0, 12, 3);
+    assert_int_equal(r->error_code, KP_ERROR_FETCH_SESSION_ID_NOT_FOUND);
+    assert_int_equal(r->session_id, 0);
+    stop(&e);
+}
+
+static void test_long_poll(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    create_topic(&e, "t", 1);
+    produce(&e, "t", 0, 2, 10, 1000);
+    /* At the high watermark with a long wait: parked until data arrives. */
+    struct fpart at_end = {0, 2, 1 << 20};
+    send_fetch(&e, 0, 12, 1, "t", &at_end, 1, 30000, 50 << 20, 0, 0);
+    assert_false(response_ready(&e, 0, 300));
+    produce(&e, "t", 0, 3, 10, 2000); /* on the other connection */
+    struct kp_fetch_response *r = recv_fetch(&e, 0, 12, 1);
+    int64_t base[4];
+    int32_t cnt[4];
+    assert_int_equal(batches(r->responses[0].partitions[0].records, base, cnt, 4), 1);
+    assert_int_equal(base[0], 2);
+    assert_int_equal(cnt[0], 3);
+    assert_int_equal(r->responses[0].partitions[0].high_watermark, 5);
+    /* A short wait with nothing new: answered empty, no error. */
+    struct fpart end2 = {0, 5, 1 << 20};
+    send_fetch(&e, 0, 12, 2, "t", &end2, 1, 30, 50 << 20, 0, 0);
+    r = recv_fetch(&e, 0, 12, 2);
+    assert_int_equal(r->responses[0].partitions[0].error_code, 0);
+    assert_int_equal(r->responses[0].partitions[0].records.len, 0);
+    /* Shutdown answers a parked fetch. */
+    send_fetch(&e, 0, 12, 3, "t", &end2, 1, 30000, 50 << 20, 0, 0);
+    assert_false(response_ready(&e, 0, 100));
+    agent_fetch_drain(&e.a);
+    r = recv_fetch(&e, 0, 12, 3);
+    assert_int_equal(r->responses[0].partitions[0].records.len, 0);
+    stop(&e);
+}
+
+static void test_kip74(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    create_topic(&e, "t", 2);
+    produce(&e, "t", 0, 2, 3000, 1000);
+    produce(&e, "t", 0, 2, 3000, 1000);
+    produce(&e, "t", 1, 2, 3000, 1000);
+    int64_t base[4];
+    int32_t cnt[4];
+    /* Partition limit below one batch: the first batch anyway, only it. */
+    struct fpart ps[2] = {{0, 0, 100}, {1, 0, 100}};
+    send_fetch(&e, 0, 12, 1, "t", ps, 2, 500, 50 << 20, 0, 0);
+    struct kp_fetch_response *r = recv_fetch(&e, 0, 12, 1);
+    assert_int_equal(batches(r->responses[0].partitions[0].records, base, cnt, 4), 1);
+    /* Partition 1 is not the first with data: its over-limit batch is not returned. */
+    assert_int_equal(r->responses[0].partitions[1].records.len, 0);
+    assert_int_equal(r->responses[0].partitions[1].error_code, 0);
+    /* Response limit: one batch in all, whatever the partition limits. */
+    struct fpart big[2] = {{0, 0, 1 << 20}, {1, 0, 1 << 20}};
+    send_fetch(&e, 0, 12, 2, "t", big, 2, 500, 10, 0, 0);
+    r = recv_fetch(&e, 0, 12, 2);
+    assert_int_equal(batches(r->responses[0].partitions[0].records, base, cnt, 4), 1);
+    assert_int_equal(r->responses[0].partitions[1].records.len, 0);
+    /* Enough room: everything. */
+    send_fetch(&e, 0, 12, 3, "t", big, 2, 500, 50 << 20, 0, 0);
+    r = recv_fetch(&e, 0, 12, 3);
+    assert_int_equal(batches(r->responses[0].partitions[0].records, base, cnt, 4), 2);
+    assert_int_equal(base[1], 2);
+    assert_int_equal(batches(r->responses[0].partitions[1].records, base, cnt, 4), 1);
+    stop(&e);
+}
+
+static void list_offsets(struct env *e, int16_t version, int32_t corr, int64_t ts, int64_t *offset,
+                         int64_t *timestamp, int16_t *err)
+{
+    struct kp_list_offsets_request rq;
+    kp_list_offsets_request_init(&rq);
+    struct kp_list_offsets_request_list_offsets_topic t;
+    kp_list_offsets_request_list_offsets_topic_init(&t);
+    struct kp_list_offsets_request_list_offsets_partition p;
+    kp_list_offsets_request_list_offsets_partition_init(&p);
+    p.partition_index = 0;
+    p.timestamp = ts;
+    p.current_leader_epoch = -1;
+    t.name = kp_str_from("t");
+    t.partitions = &p;
+    t.partitions_count = 1;
+    rq.replica_id = -1;
+    rq.topics = &t;
+    rq.topics_count = 1;
+    send_req(e, 0, 2, version, corr, &rq);
+    struct kp_list_offsets_response *r = kp_arena_calloc(&e->arena, 1, sizeof(*r));
+    assert_int_equal(recv_resp(e, 0, 2, version, r), corr);
+    assert_int_equal(r->topics_count, 1);
+    assert_int_equal(r->topics[0].partitions_count, 1);
+    *offset = r->topics[0].partitions[0].offset;
+    *timestamp = r->topics[0].partitions[0].timestamp;
+    *err = r->topics[0].partitions[0].error_code;
+}
+
+static void test_list_offsets(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    create_topic(&e, "t", 1);
+    produce(&e, "t", 0, 3, 10, 1000); /* offsets 0-2, ts 1000-1002 */
+    produce(&e, "t", 0, 3, 10, 5000); /* offsets 3-5, ts 5000-5002 */
+    produce(&e, "t", 0, 2, 10, 2000); /* offsets 6-7, ts 2000-2001 */
+    int64_t off;
+    int64_t ts;
+    int16_t err;
+    list_offsets(&e, 7, 1, -1, &off, &ts, &err);
+    assert_int_equal(err, 0);
+    assert_int_equal(off, 8);
+    list_offsets(&e, 1, 2, -2, &off, &ts, &err);
+    assert_int_equal(off, 0);
+    list_offsets(&e, 7, 3, -3, &off, &ts, &err);
+    assert_int_equal(off, 5);
+    assert_int_equal(ts, 5002);
+    list_offsets(&e, 5, 4, 1001, &off, &ts, &err);
+    assert_int_equal(off, 1);
+    assert_int_equal(ts, 1001);
+    list_offsets(&e, 1, 5, 1500, &off, &ts, &err); /* first record with ts >= 1500 */
+    assert_int_equal(off, 3);
+    assert_int_equal(ts, 5000);
+    list_offsets(&e, 1, 6, 9999, &off, &ts, &err);
+    assert_int_equal(err, 0);
+    assert_int_equal(off, -1);
+    assert_int_equal(ts, -1);
+    /* MAX_TIMESTAMP needs v7. */
+    list_offsets(&e, 6, 7, -3, &off, &ts, &err);
+    assert_int_equal(err, KP_ERROR_UNSUPPORTED_VERSION);
+    stop(&e);
+}
+
+int run_test_fetch(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fetch_offsets_and_cut),
+        cmocka_unit_test(test_fetch_errors),
+        cmocka_unit_test(test_long_poll),
+        cmocka_unit_test(test_kip74),
+        cmocka_unit_test(test_list_offsets),
+    };
+    return cmocka_run_group_tests_name("fetch", tests, NULL, NULL);
+}
