@@ -442,6 +442,40 @@ static void test_produce_validation(void **state)
     assert_int_equal(p[0].error_code, 0);
     assert_int_equal(p[0].base_offset, 1);
 
+    /* Compacted topics need keys; transactional batches and ids are refused. */
+    create_topic(&e, "c", 1, "cleanup.policy", "compact");
+    struct kp_record_in rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.key = KP_BYTES_NULL;
+    rec.value = (struct kp_bytes){(const uint8_t *)"nokey", 5};
+    rec.timestamp = ts;
+    struct kp_batch_spec spec;
+    kp_batch_spec_init(&spec);
+    uint8_t *nokey = NULL;
+    size_t lk = 0;
+    assert_int_equal(kp_batch_build(&spec, &rec, 1, &nokey, &lk), 0);
+    struct part_in kp[1] = {{0, nokey, lk}};
+    produce(&e, 7, -1, 28, "c", kp, 1);
+    p = answer(&e, 7, 28, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_INVALID_RECORD);
+    produce(&e, 7, -1, 29, "c", gp, 1); /* keyed: fine */
+    p = answer(&e, 7, 29, 1);
+    assert_int_equal(p[0].error_code, 0);
+    spec.attributes = KP_ATTR_TRANSACTIONAL;
+    spec.producer_id = 1;
+    spec.producer_epoch = 0;
+    spec.base_sequence = 0;
+    rec.key = (struct kp_bytes){(const uint8_t *)"k", 1};
+    uint8_t *txn = NULL;
+    size_t lt = 0;
+    assert_int_equal(kp_batch_build(&spec, &rec, 1, &txn, &lt), 0);
+    struct part_in tp[1] = {{0, txn, lt}};
+    produce(&e, 7, -1, 30, "v", tp, 1);
+    p = answer(&e, 7, 30, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_INVALID_TXN_STATE);
+    free(nokey);
+    free(txn);
+
     free(good);
     free(crc);
     free(zstd);
@@ -520,6 +554,29 @@ static void test_produce_idempotent(void **state)
     p = answer(&e, 7, 44, 1);
     assert_int_equal(p[0].error_code, KP_ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER);
 
+    /* KIP-360: the current id and epoch bump the epoch; a stale epoch is refused (v3 gets
+     * INVALID_PRODUCER_EPOCH, never v4's PRODUCER_FENCED). */
+    ir.producer_id = pid;
+    ir.producer_epoch = epoch;
+    send_req(&e, 22, 4, 46, &ir);
+    assert_int_equal(recv_resp(&e, 22, 4, &irr), 46);
+    assert_int_equal(irr.error_code, 0);
+    assert_int_equal(irr.producer_id, pid);
+    assert_int_equal(irr.producer_epoch, epoch + 1);
+    send_req(&e, 22, 3, 47, &ir); /* the old epoch again */
+    assert_int_equal(recv_resp(&e, 22, 3, &irr), 47);
+    assert_int_equal(irr.error_code, KP_ERROR_INVALID_PRODUCER_EPOCH);
+    /* Batches of the old epoch are now fenced. */
+    size_t l4 = 0;
+    uint8_t *s4 = batch(0, "s4", 1, ts, pid, epoch, 3, &l4);
+    struct part_in a4[1] = {{0, s4, l4}};
+    produce(&e, 9, -1, 48, "i", a4, 1);
+    p = answer(&e, 9, 48, 1);
+    assert_int_equal(p[0].error_code, KP_ERROR_INVALID_PRODUCER_EPOCH);
+    free(s4);
+
+    ir.producer_id = -1;
+    ir.producer_epoch = -1;
     ir.transactional_id = kp_str_from("txn");
     send_req(&e, 22, 3, 45, &ir);
     assert_int_equal(recv_resp(&e, 22, 3, &irr), 45);
