@@ -508,6 +508,8 @@ struct admin__create {
     int32_t *sent;       /* per result: index in the metadata request, or -1 */
     int32_t *src;        /* per result: index of the request topic it answers */
     int32_t *partitions; /* per result: partition count asked of the metadata service */
+    int32_t *local;      /* per result: index in the existence check when the agent refused it */
+    struct kp_meta_create_topics_request mrq; /* what is asked of the metadata service */
 };
 
 /* The effective configs of a topic being validated only: what was given, else the defaults. */
@@ -640,6 +642,32 @@ static int16_t admin__check_assignment(struct admin__base *b,
     return 0;
 }
 
+/* Asks the metadata service to create what passed the agent's checks. */
+static void admin__create_send(struct admin__create *op)
+{
+    if (op->mrq.topics_count == 0) {
+        admin__respond(&op->b, &op->rs);
+        return;
+    }
+    admin__call(&op->b, ADMIN__RPC_CREATE, &op->mrq, admin__created_cb, op);
+}
+
+/* Topics the agent refused that exist get TOPIC_ALREADY_EXISTS instead. */
+static void admin__create_exists_cb(void *arg, int status, const void *response)
+{
+    struct admin__create *op = arg;
+    const struct kp_meta_describe_topics_response *r = response;
+    for (int32_t i = 0; status == 0 && r != NULL && i < op->rs.topics_count; i++) {
+        int32_t l = op->local[i];
+        if (l >= 0 && l < r->topics_count && r->topics[l].error_code == 0) {
+            struct kp_create_topics_response_creatable_topic_result *o = &op->rs.topics[i];
+            o->error_code = KP_ERROR_TOPIC_ALREADY_EXISTS;
+            o->error_message = admin__explain(&op->b, o->error_code, o->name, NULL, NULL, 0, -1);
+        }
+    }
+    admin__create_send(op); /* without an answer the agent's own errors stand */
+}
+
 void agent_handle_create_topics(struct agent_req *req)
 {
     const struct kp_create_topics_request *rq = req->body;
@@ -660,10 +688,11 @@ void agent_handle_create_topics(struct agent_req *req)
     op->sent = admin__calloc(b, n, sizeof(*op->sent));
     op->src = admin__calloc(b, n, sizeof(*op->src));
     op->partitions = admin__calloc(b, n, sizeof(*op->partitions));
-    struct kp_meta_create_topics_request mrq;
-    kp_meta_create_topics_request_init(&mrq);
-    mrq.topics = admin__calloc(b, n, sizeof(*mrq.topics));
-    mrq.validate_only = rq->validate_only;
+    op->local = admin__calloc(b, n, sizeof(*op->local));
+    struct kp_meta_create_topics_request *mrq = &op->mrq;
+    kp_meta_create_topics_request_init(mrq);
+    mrq->topics = admin__calloc(b, n, sizeof(*mrq->topics));
+    mrq->validate_only = rq->validate_only;
     if (b->oom) {
         admin__respond(b, NULL);
         return;
@@ -674,6 +703,7 @@ void agent_handle_create_topics(struct agent_req *req)
     admin__find_dups(b, names, n, first, dup);
     int32_t nr = 0;
     int32_t ns = 0;
+    int32_t nl = 0;
     for (size_t i = 0; i < n && !b->oom; i++) {
         const struct kp_create_topics_request_creatable_topic *t = &rq->topics[i];
         if (first[i] != i) {
@@ -685,6 +715,7 @@ void agent_handle_create_topics(struct agent_req *req)
         o->num_partitions = -1;
         o->replication_factor = -1;
         op->sent[nr] = -1;
+        op->local[nr] = -1;
         op->src[nr] = (int32_t)i;
         nr++;
         if (dup[i]) {
@@ -708,6 +739,7 @@ void agent_handle_create_topics(struct agent_req *req)
         if (t->assignments_count > 0) {
             o->error_code = admin__check_assignment(b, t, &o->error_message);
             if (o->error_code != 0) {
+                op->local[nr - 1] = nl++;
                 continue;
             }
             parts = t->assignments_count;
@@ -716,13 +748,14 @@ void agent_handle_create_topics(struct agent_req *req)
                 o->error_code = KP_ERROR_INVALID_REPLICATION_FACTOR;
                 o->error_message = admin__msg(b, "Replication factor must be larger than 0, or "
                                                  "-1 to use the default value.");
+                op->local[nr - 1] = nl++;
                 continue;
             }
             if (parts == -1) {
                 parts = (int32_t)b->a->cfg.default_partitions;
             }
         }
-        struct kp_meta_create_topics_request_meta_creatable_topic *m = &mrq.topics[ns];
+        struct kp_meta_create_topics_request_meta_creatable_topic *m = &mrq->topics[ns];
         kp_meta_create_topics_request_meta_creatable_topic_init(m);
         m->name = t->name;
         m->num_partitions = parts;
@@ -738,12 +771,33 @@ void agent_handle_create_topics(struct agent_req *req)
         op->sent[nr - 1] = ns++;
     }
     op->rs.topics_count = nr;
-    mrq.topics_count = ns;
-    if (ns == 0 || b->oom) {
-        admin__respond(b, &op->rs);
+    mrq->topics_count = ns;
+    if (b->oom) {
+        admin__respond(b, NULL);
         return;
     }
-    admin__call(b, ADMIN__RPC_CREATE, &mrq, admin__created_cb, op);
+    if (nl == 0) {
+        admin__create_send(op);
+        return;
+    }
+    /* Kafka reports an existing topic before a bad replication factor or assignment. */
+    struct kp_meta_describe_topics_request drq;
+    kp_meta_describe_topics_request_init(&drq);
+    drq.include_configs = false;
+    drq.include_partitions = false;
+    drq.topics = admin__calloc(b, (size_t)nl, sizeof(*drq.topics));
+    if (b->oom) {
+        admin__respond(b, NULL);
+        return;
+    }
+    for (int32_t i = 0; i < nr; i++) {
+        if (op->local[i] >= 0) {
+            kp_meta_describe_topics_request_meta_describable_topic_init(&drq.topics[op->local[i]]);
+            drq.topics[op->local[i]].name = op->rs.topics[i].name;
+        }
+    }
+    drq.topics_count = nl;
+    admin__call(b, ADMIN__RPC_DESCRIBE, &drq, admin__create_exists_cb, op);
 }
 
 /* ---- DeleteTopics ---- */

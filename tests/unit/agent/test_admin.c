@@ -509,6 +509,8 @@ static void test_admin_create_topics(void **state)
     assert_int_equal(create1(&e, "p0", 0, 1), KP_ERROR_INVALID_PARTITIONS);
     assert_int_equal(create1(&e, "bad name", 1, 1), KP_ERROR_INVALID_TOPIC_EXCEPTION);
     assert_int_equal(create1(&e, "bad name", 1, 0), KP_ERROR_INVALID_TOPIC_EXCEPTION);
+    assert_int_equal(create1(&e, "orders", 1, 0), KP_ERROR_TOPIC_ALREADY_EXISTS);
+    assert_int_equal(create1(&e, "orders", 1, -5), KP_ERROR_TOPIC_ALREADY_EXISTS);
     struct topic_spec bad[] = {
         {"badcfg", 1, 1, "retention.ms", "forever"},
         {"unknowncfg", 1, 1, "no.such.config", "1"},
