@@ -287,8 +287,9 @@ struct meta_part_result {
  * Commits one object: every range of every partition is checked (idempotence), assigned
  * offsets and indexed, all in one step. `parts` must have c->n_parts entries and `ranges` one
  * per range of all partitions in order. Returns the commit-level Kafka error: REQUEST_TIMED_OUT
- * when the object is older than the commit deadline, INVALID_REQUEST for a reused object key
- * or malformed ranges; then nothing changes.
+ * when the object is older than the commit deadline, DUPLICATE_RESOURCE when that object key
+ * was already committed, INVALID_REQUEST for a malformed object or malformed ranges; then
+ * nothing changes.
  */
 int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct meta_commit *c,
                           struct meta_part_result *parts, struct meta_range_result *ranges);
