@@ -216,6 +216,7 @@ static void agent__described_cb(void *arg, int status, const void *response)
     }
     const struct kp_meta_describe_topics_response *r = response;
     if (op->all) {
+        free(op->names);
         free(op->found);
         free(op->errors);
         op->n = r->topics_count > 0 ? (size_t)r->topics_count : 0;
