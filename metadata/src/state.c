@@ -793,7 +793,7 @@ int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct met
     for (uint32_t i = 0; i < c->n_parts; i++) {
         const struct meta_commit_part *cp = &c->parts[i];
         if (cp->chunk_off < 0 || cp->chunk_len < 0 || cp->n_ranges == 0 ||
-            cp->chunk_off + cp->chunk_len > c->object_size) {
+            cp->chunk_off > c->object_size - cp->chunk_len) {
             return KP_ERROR_INVALID_REQUEST;
         }
         for (uint32_t j = 0; j < cp->n_ranges; j++) {
@@ -802,7 +802,8 @@ int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct met
             }
         }
     }
-    if (now_ms - c->object_created_ms > s->commit_deadline_ms) {
+    int64_t age;
+    if (__builtin_sub_overflow(now_ms, c->object_created_ms, &age) || age > s->commit_deadline_ms) {
         for (uint32_t i = 0; i < c->n_parts; i++) {
             parts[i].error = KP_ERROR_REQUEST_TIMED_OUT;
         }
@@ -868,6 +869,8 @@ int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct met
                 rr->base_offset = dup;
             } else if (rc != 0) {
                 rr->error = (int16_t)rc;
+            } else if (p->hwm > INT64_MAX - r->record_count || p->n_ext == UINT32_MAX) {
+                rr->error = KP_ERROR_KAFKA_STORAGE_ERROR; /* offset space exhausted */
             } else {
                 rr->error = 0;
                 rr->base_offset = p->hwm;
@@ -1012,7 +1015,9 @@ int16_t meta_state_init_producer(struct meta_state *s, int64_t now_ms, const cha
 
 bool meta_agent_live(const struct meta_agent *a, int64_t now_ms)
 {
-    return now_ms - a->last_heartbeat_ms <= a->session_timeout_ms;
+    int64_t idle;
+    return !__builtin_sub_overflow(now_ms, a->last_heartbeat_ms, &idle) &&
+           idle <= a->session_timeout_ms;
 }
 
 int16_t meta_state_register_agent(struct meta_state *s, int64_t now_ms, int32_t id,
@@ -1110,7 +1115,9 @@ int16_t meta_state_acquire_lease(struct meta_state *s, int64_t now_ms, const cha
             l->epoch++;
         }
         l->holder = holder;
-        l->expires_ms = now_ms + duration_ms;
+        if (__builtin_add_overflow(now_ms, (int64_t)duration_ms, &l->expires_ms)) {
+            l->expires_ms = INT64_MAX;
+        }
         s->mutations++;
     }
     *out_holder = l->holder;
