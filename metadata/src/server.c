@@ -44,12 +44,22 @@ struct meta__write {
     struct meta__buf buf; /* bytes being written */
 };
 
+static void meta__on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void meta__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
 static void meta__on_write(uv_write_t *req, int status)
 {
     struct meta__write *w = (struct meta__write *)req;
+    struct meta__conn *c = req->handle->data;
     meta__buf_free(&w->buf);
     free(w);
     (void)status; /* errors surface as read errors and close the connection */
+    /* A peer that stopped reading made us pause; resume once its backlog drained. */
+    if (!c->closing && !c->reading && c->n_pending < META_MAX_PENDING / 2 &&
+        uv_stream_get_write_queue_size(req->handle) <= META_MAX_UNSENT / 2) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->tcp, meta__on_alloc, meta__on_read);
+    }
 }
 
 /* Takes ownership of `frame`. */
@@ -339,7 +349,8 @@ static void meta__on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
         return;
     }
     meta__conn_flush(c);
-    if (!c->closing && c->n_pending >= META_MAX_PENDING) {
+    if (!c->closing && (c->n_pending >= META_MAX_PENDING ||
+                        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > META_MAX_UNSENT)) {
         uv_read_stop((uv_stream_t *)&c->tcp); /* backpressure until durable replies drain */
         c->reading = false;
     }
@@ -419,7 +430,8 @@ static void meta__on_durable(uv_async_t *a)
     for (struct meta__conn *c = srv->conns, *next; c != NULL; c = next) {
         next = c->next;
         meta__conn_flush(c);
-        if (!c->closing && !c->reading && c->n_pending < META_MAX_PENDING / 2) {
+        if (!c->closing && !c->reading && c->n_pending < META_MAX_PENDING / 2 &&
+            uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= META_MAX_UNSENT) {
             c->reading = true;
             uv_read_start((uv_stream_t *)&c->tcp, meta__on_alloc, meta__on_read);
         }

@@ -18,6 +18,7 @@
 
 #define META_PUSH_CORRELATION_ID (-1) /* correlation id of server-initiated frames */
 #define META_MAX_PENDING 4096         /* queued responses per connection before reads pause */
+#define META_MAX_UNSENT (64u << 20)   /* bytes in a connection's write queue before reads pause */
 
 struct meta__conn;
 
