@@ -11,6 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <uv.h>
 
 #include "runnel/metadata/client.h"
@@ -437,10 +440,81 @@ static void test_server_fsync_failure(void **state)
     free(e);
 }
 
+/* Sends raw bytes on a fresh socket, pumps the loop, returns what came back (-1: closed with
+ * nothing). */
+static ssize_t raw_exchange(struct env *e, const uint8_t *req, size_t len, uint8_t *out, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(meta_server_port(e->srv)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(write(fd, req, len), (ssize_t)len);
+    ssize_t got = 0;
+    for (int i = 0; i < 5000; i++) {
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+        ssize_t n = recv(fd, out + got, cap - (size_t)got, MSG_DONTWAIT);
+        if (n > 0) {
+            got += n;
+            if (got >= 4) {
+                uint32_t size = (uint32_t)out[0] << 24 | (uint32_t)out[1] << 16 |
+                                (uint32_t)out[2] << 8 | out[3];
+                if ((size_t)got >= 4 + size) {
+                    break;
+                }
+            }
+        } else if (n == 0) {
+            got = got > 0 ? got : -1;
+            break;
+        }
+        usleep(200);
+    }
+    close(fd);
+    return got;
+}
+
+static void test_server_bad_input(void **state)
+{
+    (void)state;
+    struct env *e = calloc(1, sizeof(*e));
+    start(e, true);
+    uint8_t out[4096];
+    /* Hello at an unknown version: a v0 body with UNSUPPORTED_VERSION, like ApiVersions. */
+    const uint8_t hello_v9[] = {0, 0, 0, 12, 0x03, 0xe8, 0, 9, 0, 0, 0, 42, 0xff, 0xff, 0, 0};
+    ssize_t n = raw_exchange(e, hello_v9, sizeof(hello_v9), out, sizeof(out));
+    assert_true(n >= 11);
+    assert_int_equal(out[4] << 24 | out[5] << 16 | out[6] << 8 | out[7], 42); /* correlation */
+    assert_int_equal(out[8], 0);                                              /* no tags */
+    assert_int_equal(out[9] << 8 | out[10], KP_ERROR_UNSUPPORTED_VERSION);
+    /* An unknown api key closes the connection. */
+    const uint8_t unknown[] = {0, 0, 0, 12, 0x07, 0xd0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0, 0};
+    assert_int_equal(raw_exchange(e, unknown, sizeof(unknown), out, sizeof(out)), -1);
+    /* A negative or huge frame size closes it too. */
+    const uint8_t neg[] = {0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 0};
+    assert_int_equal(raw_exchange(e, neg, sizeof(neg), out, sizeof(out)), -1);
+    const uint8_t huge[] = {0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0};
+    assert_int_equal(raw_exchange(e, huge, sizeof(huge), out, sizeof(out)), -1);
+    /* A truncated Commit body closes the connection and changes nothing. */
+    const uint8_t commit_short[] = {0, 0, 0, 14,   0x03, 0xee, 0, 0,   0,
+                                    0, 0, 2, 0xff, 0xff, 0,    5, 'a', 'b'};
+    assert_int_equal(raw_exchange(e, commit_short, sizeof(commit_short), out, sizeof(out)), -1);
+    /* The server still serves well-formed clients. */
+    struct kp_meta_hello_request h;
+    kp_meta_hello_request_init(&h);
+    h.client_name = kp_str_from("test");
+    h.client_version = kp_str_from("0");
+    assert_int_equal(meta_client_call(e->cli, 1000, &h, on_hello, e), 0);
+    run_until(e, &e->done, 1);
+    assert_int_equal(e->last_error, 0);
+    stop(e, true);
+    free(e);
+}
+
 int run_test_server(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_roundtrip),
+        cmocka_unit_test(test_server_bad_input),
         cmocka_unit_test(test_server_fsync_failure),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
