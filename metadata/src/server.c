@@ -50,15 +50,16 @@ static void meta__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void meta__on_write(uv_write_t *req, int status)
 {
     struct meta__write *w = (struct meta__write *)req;
-    struct meta__conn *c = req->handle->data;
+    uv_stream_t *stream = req->handle;
+    struct meta__conn *c = stream->data;
     meta__buf_free(&w->buf);
     free(w);
     (void)status; /* errors surface as read errors and close the connection */
     /* A peer that stopped reading made us pause; resume once its backlog drained. */
     if (!c->closing && !c->reading && c->n_pending < META_MAX_PENDING / 2 &&
-        uv_stream_get_write_queue_size(req->handle) <= META_MAX_UNSENT / 2) {
+        uv_stream_get_write_queue_size(stream) <= META_MAX_UNSENT / 2) {
         c->reading = true;
-        uv_read_start((uv_stream_t *)&c->tcp, meta__on_alloc, meta__on_read);
+        uv_read_start(stream, meta__on_alloc, meta__on_read);
     }
 }
 
