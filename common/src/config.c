@@ -211,8 +211,9 @@ void rn_config_markdown(const struct rn_command_spec *spec, FILE *out)
     for (const struct rn_setting *s = spec->settings; s->name != NULL; s++) {
         char env[128];
         rn__env_name(s->name, env, sizeof(env));
-        fprintf(out, "| `%s` | `%s` | %s%s%s | %s |\n", s->name, env, s->def ? "`" : "",
-                s->def ? s->def : "unset", s->def ? "`" : "", s->help);
+        bool shown = s->def != NULL && s->def[0] != '\0';
+        fprintf(out, "| `%s` | `%s` | %s%s%s | %s |\n", s->name, env, shown ? "`" : "",
+                shown ? s->def : (s->def ? "empty" : "unset"), shown ? "`" : "", s->help);
     }
     fprintf(out, "\n");
 }
