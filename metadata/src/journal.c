@@ -5,6 +5,7 @@
  */
 #include "runnel/metadata/journal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -14,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -395,6 +398,13 @@ struct meta_journal {
     struct meta__buf pending;      /* records not yet handed to the writer */
     uint64_t pending_last_seq;     /* seq of the last record in pending */
     struct meta_snapreq *snap;     /* a snapshot to write, or NULL */
+    uint64_t wfile_off;            /* writer: bytes in the journal file */
+    bool mark_req;                 /* a forked snapshot marked its boundary in pending */
+    size_t mark_boundary;          /* bytes of pending before that boundary */
+    uint64_t mark_file_off;        /* writer: file offset where records after it begin */
+    bool install_req;              /* the forked snapshot is written: install it */
+    char *install_tmp;             /* its temporary file name */
+    uint64_t fork_seq;             /* sequence the forked snapshot covers */
     bool stop;                     /* writer should exit once pending is written */
     _Atomic uint64_t durable_seq;  /* last sequence confirmed by fdatasync */
     _Atomic int failed;            /* 0 or -errno of the failed write/sync */
@@ -699,16 +709,77 @@ out:
     return rc;
 }
 
+/*
+ * Installs a snapshot written by a forked child: renames it into place, then rewrites the
+ * journal keeping only the records after the snapshot's boundary. Runs on the writer thread
+ * between group commits. A crash at any point leaves a state that start-up recovers: before the
+ * rename the old snapshot and full journal; after it, records the snapshot covers are skipped.
+ */
+static int meta__install_forked(struct meta_journal *j, const char *tmp)
+{
+    int rc = 0;
+    if (rename(tmp, j->snapshot_path) != 0) {
+        return -errno;
+    }
+    rc = meta__fsync_dir(j->dir);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t from = j->mark_file_off;
+    uint64_t len = j->wfile_off > from ? j->wfile_off - from : 0;
+    char *jtmp = meta__path(j->dir, "journal.tmp");
+    uint8_t *buf = kp_xmalloc(len ? len : 1);
+    int in = open(j->journal_path, O_RDONLY | O_CLOEXEC);
+    int out = -1;
+    if (in < 0 || pread(in, buf, len, (off_t)from) != (ssize_t)len) {
+        rc = in < 0 ? -errno : -EIO;
+        goto done;
+    }
+    out = open(jtmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (out < 0) {
+        rc = -errno;
+        goto done;
+    }
+    rc = meta__write_all(out, buf, len);
+    if (rc == 0) {
+        rc = meta__sync(j, out);
+    }
+    if (rc == 0 && rename(jtmp, j->journal_path) != 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        rc = meta__fsync_dir(j->dir);
+    }
+    if (rc == 0) {
+        close(j->fd);
+        j->fd = out;
+        out = -1;
+        j->wfile_off = len;
+        j->mark_file_off = 0;
+    }
+done:
+    if (in >= 0) {
+        close(in);
+    }
+    if (out >= 0) {
+        close(out);
+    }
+    free(buf);
+    free(jtmp);
+    return rc;
+}
+
 static void *meta__writer(void *arg)
 {
     struct meta_journal *j = arg;
     struct meta__buf work = {0};
     pthread_mutex_lock(&j->mu);
     for (;;) {
-        while (!j->stop && j->pending.len == 0 && j->snap == NULL) {
+        while (!j->stop && j->pending.len == 0 && j->snap == NULL && !j->install_req &&
+               !j->mark_req) {
             pthread_cond_wait(&j->cond, &j->mu);
         }
-        if (j->pending.len == 0 && j->snap == NULL) {
+        if (j->pending.len == 0 && j->snap == NULL && !j->install_req && !j->mark_req) {
             break; /* stop requested and nothing left */
         }
         struct meta__buf tmp = work;
@@ -718,7 +789,16 @@ static void *meta__writer(void *arg)
         uint64_t seq = j->pending_last_seq;
         struct meta_snapreq *snap = j->snap;
         j->snap = NULL;
+        bool mark = j->mark_req;
+        size_t mark_boundary = j->mark_boundary;
+        j->mark_req = false;
+        char *install = j->install_req ? j->install_tmp : NULL;
+        j->install_req = false;
+        j->install_tmp = NULL;
         pthread_mutex_unlock(&j->mu);
+        if (mark) {
+            j->mark_file_off = j->wfile_off + mark_boundary;
+        }
 
         int rc = atomic_load(&j->failed);
         if (rc == 0) {
@@ -736,12 +816,26 @@ static void *meta__writer(void *arg)
             if (rc == 0 && (work.len > first || snap == NULL)) {
                 rc = meta__sync(j, j->fd);
             }
+            if (rc == 0) {
+                /* After an in-thread snapshot the file restarted at 0 with the later records. */
+                j->wfile_off = snap != NULL ? work.len - first : j->wfile_off + work.len;
+                if (snap != NULL) {
+                    j->mark_file_off = 0;
+                }
+            }
             if (rc != 0) {
                 atomic_store(&j->failed, rc);
             } else {
                 atomic_store(&j->durable_seq, seq);
             }
+            if (rc == 0 && install != NULL) {
+                rc = meta__install_forked(j, install);
+                if (rc != 0) {
+                    atomic_store(&j->failed, rc);
+                }
+            }
         }
+        free(install);
         if (snap != NULL) {
             free(snap->data);
             free(snap);
@@ -764,6 +858,18 @@ int meta_journal_open(struct meta_journal **out, const char *dir, struct meta_st
         int e = -errno;
         meta__errf(err, err_len, "%s: cannot create data directory: %s", dir, strerror(errno));
         return e;
+    }
+    /* Snapshots a killed process's child never finished are garbage. */
+    DIR *d = opendir(dir);
+    for (struct dirent *e = d != NULL ? readdir(d) : NULL; e != NULL; e = readdir(d)) {
+        if (strncmp(e->d_name, "snapshot.tmp", 12) == 0 || strcmp(e->d_name, "journal.tmp") == 0) {
+            char *path = meta__path(dir, e->d_name);
+            unlink(path);
+            free(path);
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
     }
     struct meta_journal *j = kp_xcalloc(1, sizeof(*j));
     j->dir = kp_xstrdup(dir);
@@ -806,6 +912,7 @@ int meta_journal_open(struct meta_journal **out, const char *dir, struct meta_st
     }
     atomic_store(&j->durable_seq, j->last_seq);
     j->pending_last_seq = j->last_seq;
+    j->wfile_off = j->file_bytes;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cond, NULL);
     if (pthread_create(&j->thread, NULL, meta__writer, j) != 0) {
@@ -897,6 +1004,96 @@ int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s)
     return 0;
 }
 
+static int meta__child_write_snapshot(struct meta_journal *j, const struct meta_state *s,
+                                      const char *tmp)
+{
+    struct meta_snapreq sr = {0};
+    if (meta_state_serialize(s, &sr.data, &sr.len) != 0) {
+        return -ENOMEM;
+    }
+    sr.seq = j->fork_seq;
+    uint8_t head[24];
+    memcpy(head, META_SNAPSHOT_MAGIC, 8);
+    for (int i = 0; i < 8; i++) {
+        head[8 + i] = (uint8_t)(sr.seq >> (56 - 8 * i));
+    }
+    uint32_t len = (uint32_t)sr.len;
+    uint32_t crc = kp_crc32c(0, sr.data, sr.len);
+    for (int i = 0; i < 4; i++) {
+        head[16 + i] = (uint8_t)(len >> (24 - 8 * i));
+        head[20 + i] = (uint8_t)(crc >> (24 - 8 * i));
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = meta__write_all(fd, head, sizeof(head));
+    if (rc == 0) {
+        rc = meta__write_all(fd, sr.data, sr.len);
+    }
+    if (rc == 0) {
+        rc = meta__sync(NULL, fd);
+    }
+    close(fd);
+    return rc;
+}
+
+pid_t meta_journal_snapshot_fork(struct meta_journal *j, const struct meta_state *s)
+{
+    if (atomic_load(&j->failed) != 0) {
+        return -EIO;
+    }
+    char name[64];
+    snprintf(name, sizeof(name), "snapshot.tmp.%d", (int)getpid());
+    char *tmp = meta__path(j->dir, name);
+    j->fork_seq = j->last_seq;
+    pthread_mutex_lock(&j->mu);
+    j->mark_req = true;
+    j->mark_boundary = j->pending.len;
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Child: a copy-on-write image of the state. Touch nothing shared; just write. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (close_range(3, ~0U, 0) != 0) {
+            for (int fd = 3; fd < 65536; fd++) {
+                close(fd);
+            }
+        }
+        _exit(meta__child_write_snapshot(j, s, tmp) == 0 ? 0 : 1);
+    }
+    if (pid < 0) {
+        j->mark_req = false;
+    } else {
+        pthread_cond_signal(&j->cond);
+    }
+    pthread_mutex_unlock(&j->mu);
+    free(tmp);
+    if (pid < 0) {
+        return -errno;
+    }
+    j->file_bytes = 0;
+    return pid;
+}
+
+void meta_journal_snapshot_forked_done(struct meta_journal *j, pid_t pid, bool ok)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "snapshot.tmp.%d", (int)getpid());
+    char *tmp = meta__path(j->dir, name);
+    (void)pid;
+    if (!ok) {
+        unlink(tmp);
+        free(tmp);
+        return;
+    }
+    pthread_mutex_lock(&j->mu);
+    free(j->install_tmp);
+    j->install_tmp = tmp;
+    j->install_req = true;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->mu);
+}
+
 void meta_journal_close(struct meta_journal *j)
 {
     if (j == NULL) {
@@ -914,6 +1111,7 @@ void meta_journal_close(struct meta_journal *j)
         free(j->snap);
     }
     meta__buf_free(&j->pending);
+    free(j->install_tmp);
     close(j->fd);
     free(j->dir);
     free(j->journal_path);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "runnel/common/log.h"
 #include "runnel/protocol/errors.h"
@@ -417,6 +418,8 @@ static void meta__on_connection(uv_stream_t *server, int status)
 
 /* ---- durability ---- */
 
+static void meta__on_snap_timer(uv_timer_t *t);
+
 static void meta__on_durable(uv_async_t *a)
 {
     struct meta_server *srv = a->data;
@@ -437,14 +440,38 @@ static void meta__on_durable(uv_async_t *a)
             uv_read_start((uv_stream_t *)&c->tcp, meta__on_alloc, meta__on_read);
         }
     }
-    if (!srv->failed && srv->opt.snapshot_bytes > 0 &&
+    if (!srv->failed && srv->opt.snapshot_bytes > 0 && srv->snap_pid == 0 &&
         meta_journal_bytes(srv->journal) >= srv->opt.snapshot_bytes) {
         uint64_t t0 = meta__mono_ns();
-        if (meta_journal_snapshot(srv->journal, &srv->state) == 0) {
-            rn_log(RN_LOG_INFO, "meta_snapshot", "extents=%llu serialise_ms=%.1f",
-                   (unsigned long long)srv->state.n_extents, (meta__mono_ns() - t0) / 1e6);
+        pid_t pid = meta_journal_snapshot_fork(srv->journal, &srv->state);
+        if (pid > 0) {
+            srv->snap_pid = pid;
+            srv->snap_started_ns = t0;
+            uv_timer_start(&srv->snap_timer, meta__on_snap_timer, 10, 10);
+            rn_log(RN_LOG_INFO, "meta_snapshot_started", "extents=%llu fork_ms=%.1f pid=%d",
+                   (unsigned long long)srv->state.n_extents, (meta__mono_ns() - t0) / 1e6,
+                   (int)pid);
+        } else {
+            rn_log(RN_LOG_WARN, "meta_snapshot_fork_failed", "error=\"%s\"", strerror(-pid));
         }
     }
+}
+
+static void meta__on_snap_timer(uv_timer_t *t)
+{
+    struct meta_server *srv = t->data;
+    int st = 0;
+    pid_t r = waitpid(srv->snap_pid, &st, WNOHANG);
+    if (r == 0) {
+        return;
+    }
+    bool ok = r == srv->snap_pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    meta_journal_snapshot_forked_done(srv->journal, srv->snap_pid, ok);
+    rn_log(ok ? RN_LOG_INFO : RN_LOG_ERROR, ok ? "meta_snapshot_written" : "meta_snapshot_failed",
+           "pid=%d total_ms=%.1f", (int)srv->snap_pid,
+           (meta__mono_ns() - srv->snap_started_ns) / 1e6);
+    srv->snap_pid = 0;
+    uv_timer_stop(t);
 }
 
 static void meta__journal_notify(void *arg)
@@ -529,7 +556,9 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
     }
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    srv->handles_open = 2;
+    uv_timer_init(loop, &srv->snap_timer);
+    srv->snap_timer.data = srv;
+    srv->handles_open = 3;
     if (rc == 0) {
         rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
         if (rc == 0) {
@@ -542,6 +571,7 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
     if (rc != 0) {
         uv_close((uv_handle_t *)&srv->listener, meta__on_handle_closed);
         uv_close((uv_handle_t *)&srv->durable_async, meta__on_handle_closed);
+        uv_close((uv_handle_t *)&srv->snap_timer, meta__on_handle_closed);
         return rc;
     }
     struct sockaddr_storage bound;
@@ -560,4 +590,11 @@ void meta_server_close(struct meta_server *srv)
     }
     uv_close((uv_handle_t *)&srv->listener, meta__on_handle_closed);
     uv_close((uv_handle_t *)&srv->durable_async, meta__on_handle_closed);
+    if (srv->snap_pid > 0) {
+        /* Let a running snapshot finish; it is installed at the next start-up only if the
+         * journal allows (it is simply a newer snapshot.tmp otherwise). */
+        waitpid(srv->snap_pid, NULL, 0);
+        srv->snap_pid = 0;
+    }
+    uv_close((uv_handle_t *)&srv->snap_timer, meta__on_handle_closed);
 }

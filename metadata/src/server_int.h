@@ -79,8 +79,11 @@ struct meta_server {
     struct meta_op_buf op;           /* scratch buffer for journal ops */
     struct kp_arena arena;           /* per-request decode memory */
     bool failed;                     /* journal failed: acknowledge nothing */
-    int handles_open;                /* listener + async still to close */
+    int handles_open;                /* listener, async, timer still to close */
     double startup_ms;               /* snapshot load + replay time */
+    uv_timer_t snap_timer;           /* polls a forked snapshot writer */
+    pid_t snap_pid;                  /* its pid, 0 when none runs */
+    uint64_t snap_started_ns;        /* when it was forked (monotonic) */
     char cluster_id[40];             /* derived from the cluster seed */
 };
 

@@ -2,7 +2,8 @@
  * Crash test for the metadata service: runs the real `runnel metadata` process, drives pipelined
  * commits at it through the client library, SIGKILLs it mid-load, restarts it, and checks that
  * every acknowledged commit is present exactly once at the offsets it was acknowledged with, and
- * that each partition's extents are contiguous with no object appearing twice.
+ * that each partition's extents are contiguous with no object appearing twice. The service runs
+ * with 256 KiB snapshots, so kills also land during forked snapshots and journal rewrites.
  *
  * usage: meta_crash RUNNEL_BINARY [ROUNDS]   (exit 0 on success, 1 with a message on failure)
  *        meta_crash --fsync RUNNEL_BINARY    runs the service under libfiu (fiu-run -x), makes
@@ -87,12 +88,12 @@ static void spawn(void)
     }
     if (g_pid == 0 && g_under_fiu) {
         execlp("fiu-run", "fiu-run", "-x", g_bin, "metadata", "--data-dir", g_dir, "--listen",
-               listen, "--log-level", "warn", (char *)NULL);
+               listen, "--log-level", "warn", "--snapshot-bytes", "256k", (char *)NULL);
         _exit(127);
     }
     if (g_pid == 0) {
         execl(g_bin, g_bin, "metadata", "--data-dir", g_dir, "--listen", listen, "--log-level",
-              "warn", (char *)NULL);
+              "warn", "--snapshot-bytes", "256k", (char *)NULL);
         _exit(127);
     }
     if (g_pid < 0) {

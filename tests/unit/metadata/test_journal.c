@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runnel/metadata/journal.h"
@@ -283,6 +284,48 @@ static void test_snapshot(void **state)
     rm_dir(dir);
 }
 
+static void test_snapshot_fork(void **state)
+{
+    (void)state;
+    char dir[64];
+    char err[256];
+    make_dir(dir, sizeof(dir));
+    struct meta_state s;
+    meta_state_init(&s, NULL);
+    struct meta_journal *j = NULL;
+    assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
+    uint64_t seq = drive(&s, j, "f", 300);
+    off_t before = -1;
+    pid_t pid = meta_journal_snapshot_fork(j, &s);
+    assert_true(pid > 0);
+    /* Records keep flowing while the child writes. */
+    seq = drive(&s, j, "f", 20);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    wait_durable(j, seq);
+    before = file_size(dir, "journal");
+    meta_journal_snapshot_forked_done(j, pid, true);
+    seq = drive(&s, j, "f", 5);
+    wait_durable(j, seq);
+    /* The install happens on the writer thread; wait for the journal to shrink. */
+    for (int i = 0; i < 5000 && file_size(dir, "journal") >= before; i++) {
+        usleep(1000);
+    }
+    meta_journal_close(j);
+    assert_true(file_size(dir, "journal") < before);
+    assert_true(file_size(dir, "snapshot") > 0);
+    struct meta_state r;
+    meta_state_init(&r, NULL);
+    assert_int_equal(meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(meta_journal_last_seq(j), seq);
+    assert_same_state(&s, &r);
+    meta_journal_close(j);
+    meta_state_free(&r);
+    meta_state_free(&s);
+    rm_dir(dir);
+}
+
 static void test_fsync_failure(void **state)
 {
     (void)state;
@@ -328,7 +371,7 @@ int run_test_journal(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reopen),        cmocka_unit_test(test_torn_tail),
         cmocka_unit_test(test_corruption),    cmocka_unit_test(test_snapshot),
-        cmocka_unit_test(test_fsync_failure),
+        cmocka_unit_test(test_snapshot_fork), cmocka_unit_test(test_fsync_failure),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
 }

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "runnel/metadata/state.h"
 
@@ -113,6 +114,16 @@ uint64_t meta_journal_bytes(const struct meta_journal *j);
  * the writer thread, in order with the records. Returns 0 or a negative errno.
  */
 int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s);
+
+/*
+ * Like meta_journal_snapshot, but the state is serialised and written by a forked child (a
+ * copy-on-write image), so the calling thread pauses only for fork(). Returns the child's pid
+ * or a negative errno. The caller reaps the child and reports with
+ * meta_journal_snapshot_forked_done(ok = exited 0); only then, on the writer thread, is the
+ * snapshot renamed into place and the journal rewritten to the records after it.
+ */
+pid_t meta_journal_snapshot_fork(struct meta_journal *j, const struct meta_state *s);
+void meta_journal_snapshot_forked_done(struct meta_journal *j, pid_t pid, bool ok);
 
 /* Number of fdatasync calls made (group commits), for benchmarks. */
 uint64_t meta_journal_syncs(struct meta_journal *j);
