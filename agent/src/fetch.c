@@ -562,7 +562,9 @@ static void agent__fext_chunk_cb(void *arg, int err, const uint8_t *raw, size_t 
     } else {
         memcpy(fp->buf + e->pos, raw + e->raw_off, e->raw_len);
     }
-    agent__fop_step_done(op);
+    if (--op->pending == 0) { /* the last read of this attempt */
+        agent__fop_finish_attempt(op);
+    }
 }
 
 static void agent__fpart_alloc(struct agent__fpart *fp, int32_t n, size_t total)

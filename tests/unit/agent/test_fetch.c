@@ -99,7 +99,7 @@ static int connect_client(struct env *e)
     return fd;
 }
 
-static void start(struct env *e)
+static void start_with_cache(struct env *e, int64_t cache_bytes)
 {
     memset(e, 0, sizeof(*e));
     snprintf(e->dir, sizeof(e->dir), "/tmp/runnel-test-fetch-XXXXXX");
@@ -122,7 +122,7 @@ static void start(struct env *e)
     a->cfg.flush_interval_ms = 5;
     a->cfg.flush_bytes = 1 << 20;
     a->cfg.buffer_max_bytes = 64 << 20;
-    a->cfg.cache_bytes = 64 << 20;
+    a->cfg.cache_bytes = cache_bytes;
     a->cfg.zstd_level = 1;
     a->cfg.default_partitions = 1;
     a->cfg.log_level = "error";
@@ -141,6 +141,11 @@ static void start(struct env *e)
     e->fd[0] = connect_client(e);
     e->fd[1] = connect_client(e);
     kp_arena_init(&e->arena, 0);
+}
+
+static void start(struct env *e)
+{
+    start_with_cache(e, 64 << 20);
 }
 
 static void on_drained(struct agent *a)
@@ -427,6 +432,35 @@ static void test_fetch_offsets_and_cut(void **state)
     stop(&e);
 }
 
+/* With a cache that keeps nothing every fetch reads the store (footer, then chunk GETs). */
+static void test_fetch_from_store(void **state)
+{
+    (void)state;
+    struct env e;
+    start_with_cache(&e, 0);
+    create_topic(&e, "t", 2);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(produce(&e, "t", i % 2, 3, 2000, 1000), (i / 2) * 3);
+    }
+    int64_t base[8];
+    int32_t cnt[8];
+    for (int round = 0; round < 2; round++) {
+        struct fpart ps[2] = {{0, 1, 1 << 20}, {1, 3, 1 << 20}};
+        send_fetch(&e, 0, 11, 1 + round, "t", ps, 2, 500, 50 << 20, 0, 0);
+        struct kp_fetch_response *r = recv_fetch(&e, 0, 11, 1 + round);
+        assert_int_equal(batches(r->responses[0].partitions[0].records, base, cnt, 8), 2);
+        assert_int_equal(base[0], 0);
+        assert_int_equal(base[1], 3);
+        assert_int_equal(batches(r->responses[0].partitions[1].records, base, cnt, 8), 1);
+        assert_int_equal(base[0], 3);
+    }
+    struct agent_cache_stats st;
+    agent_cache_get_stats(agent__fetch_cache(&e.a), &st);
+    assert_int_equal(st.chunk_gets, 6); /* 3 extents' chunks per round, nothing kept */
+    assert_int_equal(st.bytes, 0);
+    stop(&e);
+}
+
 static void test_fetch_errors(void **state)
 {
     (void)state;
@@ -589,6 +623,7 @@ int run_test_fetch(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fetch_offsets_and_cut),
+        cmocka_unit_test(test_fetch_from_store),
         cmocka_unit_test(test_fetch_errors),
         cmocka_unit_test(test_long_poll),
         cmocka_unit_test(test_kip74),
