@@ -33,16 +33,20 @@ rgw_stop() {
     local dir=$1
     [ -d "$dir" ] || return 0
     local name pid
+    # SIGKILL, not SIGTERM: the cluster is throwaway, and on SIGTERM a memstore OSD first saves
+    # every stored object to its data directory, which after a data-heavy test is a long disk
+    # write (seen taking minutes on a loaded machine).
     for name in radosgw osd mon; do
         if [ -f "$dir/$name.pid" ]; then
             pid=$(cat "$dir/$name.pid")
             if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-                kill -TERM "$pid" 2>/dev/null
-                for _ in $(seq 1 50); do
+                kill -KILL "$pid" 2>/dev/null
+                for _ in $(seq 1 100); do
+                    # Gone, or a zombie waiting for its parent to reap it: either way dead.
                     kill -0 "$pid" 2>/dev/null || break
+                    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
                     sleep 0.1
                 done
-                kill -KILL "$pid" 2>/dev/null
             fi
         fi
     done
