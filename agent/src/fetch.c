@@ -36,11 +36,12 @@
 #include "runnel/protocol/errors.h"
 #include "runnel/protocol/records.h"
 
-#define AGENT__PART_BUCKETS 4096    /* partition state hash buckets */
-#define AGENT__META_API_LOOKUP 1007 /* MetaLookup */
-#define AGENT__META_API_WATCH 1010  /* MetaWatch */
-#define AGENT__INDEX_MAX 64         /* extents of the index kept per partition */
-#define AGENT__LEADER_EPOCH 0       /* the epoch Metadata reports, written into served batches */
+#define AGENT__PART_BUCKETS 4096      /* partition state hash buckets */
+#define AGENT__META_API_LOOKUP 1007   /* MetaLookup */
+#define AGENT__META_API_WATCH 1010    /* MetaWatch */
+#define AGENT__INDEX_MAX 128          /* extents of the index kept per partition */
+#define AGENT__LOOKUP_AHEAD (8 << 20) /* raw bytes of extents asked for per Lookup, at least */
+#define AGENT__LEADER_EPOCH 0         /* the epoch Metadata reports, written into served batches */
 
 /* One cached extent of a partition's index (as the Lookup RPC named it). */
 struct agent__iext {
@@ -174,8 +175,9 @@ static void agent__idx_clear(struct agent__pstate *s)
 /*
  * Remembers the extents a Lookup returned. The index holds one run of consecutive extents: a
  * run that continues it (or restarts inside it) extends it, anything else replaces it; the
- * oldest extents are dropped past AGENT__INDEX_MAX. Extents never change once committed, so the
- * index needs no invalidation except when a read through it fails.
+ * oldest extents are dropped past AGENT__INDEX_MAX (never those of this answer's front). Extents
+ * never change once committed, so the index needs no invalidation except when a read through it
+ * fails.
  */
 static void agent__idx_learn(struct agent__pstate *s,
                              const struct kp_meta_lookup_response_meta_lookup_partition_result *pr)
@@ -214,6 +216,9 @@ static void agent__idx_learn(struct agent__pstate *s,
             agent__idx_clear(s); /* not consecutive: start a new run */
         }
         if (s->n_idx == AGENT__INDEX_MAX) {
+            if (k >= AGENT__INDEX_MAX) {
+                break; /* keep the front of this answer: the next fetches need it first */
+            }
             free(s->idx[0].key);
             memmove(&s->idx[0], &s->idx[1], (AGENT__INDEX_MAX - 1) * sizeof(*s->idx));
             s->n_idx--;
@@ -680,10 +685,15 @@ static void agent__fop_lookup_cb(void *arg, int status, const void *response)
             continue;
         }
         agent__idx_learn(fp->st, pr);
+        /* The Lookup asked ahead for the index; this fetch takes what fits its limit. */
+        size_t max = (size_t)(fp->max_bytes > 0 ? fp->max_bytes : 1);
         size_t total = 0;
-        for (int32_t k = 0; k < n; k++) {
-            total += (size_t)pr->extents[k].raw_length;
+        int32_t take = 0;
+        while (take < n && (take == 0 || total + (size_t)pr->extents[take].raw_length <= max)) {
+            total += (size_t)pr->extents[take].raw_length;
+            take++;
         }
+        n = take;
         agent__fpart_alloc(fp, n, total);
         for (int32_t k = 0; k < n; k++) {
             const struct kp_meta_lookup_response_meta_lookup_extent *x = &pr->extents[k];
@@ -768,7 +778,8 @@ static void agent__fop_lookup(struct agent__fop *op)
         q.partitions[j].topic_id = fp->topic_id;
         q.partitions[j].partition_index = fp->partition;
         q.partitions[j].offset = fp->fetch_offset;
-        q.partitions[j].max_bytes = fp->max_bytes > 0 ? fp->max_bytes : 1;
+        q.partitions[j].max_bytes =
+            fp->max_bytes > AGENT__LOOKUP_AHEAD ? fp->max_bytes : AGENT__LOOKUP_AHEAD;
         j++;
     }
     int rc = meta_client_call(op->a->meta, AGENT__META_API_LOOKUP, &q, agent__fop_lookup_cb, op);
