@@ -116,7 +116,9 @@ struct agent__fop {
     bool parked;                       /* waiting in the parked list */
     bool running;                      /* an attempt is in progress */
     bool wake;                         /* woken while running: attempt again */
-    struct agent__fop *prev;           /* list of live ops */
+    size_t budget;           /* raw extent bytes this attempt may still read (max_bytes) */
+    bool took_any;           /* some partition of this attempt has extents already */
+    struct agent__fop *prev; /* list of live ops */
     struct agent__fop *next;
 };
 
@@ -604,6 +606,31 @@ static void agent__fpart_add(struct agent__fop *op, struct agent__fpart *fp, int
  * fills max_bytes (by the Lookup RPC's own rule: whole extents, at least one) or reaches the
  * high watermark. Returns false when the metadata service must be asked.
  */
+/*
+ * Whether fp may take one more extent of `next_len` raw bytes after `taken` extents totalling
+ * `total`: within min(partition_max_bytes, what is left of max_bytes), except that the very first
+ * extent of the attempt is always taken (KIP-74). This bounds what one Fetch reads into memory.
+ */
+static bool agent__fop_fits(const struct agent__fop *op, const struct agent__fpart *fp,
+                            int32_t taken, size_t total, size_t next_len)
+{
+    size_t pmax = (size_t)(fp->max_bytes > 0 ? fp->max_bytes : 0);
+    size_t limit = pmax < op->budget ? pmax : op->budget;
+    if (taken == 0 && !op->took_any) {
+        return true;
+    }
+    return total + next_len <= limit;
+}
+
+/* Charges fp's extents against the attempt's budget. */
+static void agent__fop_charge(struct agent__fop *op, int32_t taken, size_t total)
+{
+    op->budget -= total < op->budget ? total : op->budget;
+    if (taken > 0) {
+        op->took_any = true;
+    }
+}
+
 static bool agent__idx_serve(struct agent__fop *op, struct agent__fpart *fp)
 {
     const struct agent__pstate *s = fp->st;
@@ -620,12 +647,11 @@ static bool agent__idx_serve(struct agent__fop *op, struct agent__fpart *fp)
     if (lo == s->n_idx || s->idx[lo].base_offset > fp->fetch_offset) {
         return false;
     }
-    size_t max = (size_t)(fp->max_bytes > 0 ? fp->max_bytes : 1);
     size_t total = 0;
     uint32_t end = lo;
     bool full = false;
     while (end < s->n_idx) {
-        if (end > lo && total + s->idx[end].raw_len > max) {
+        if (!agent__fop_fits(op, fp, (int32_t)(end - lo), total, s->idx[end].raw_len)) {
             full = true;
             break;
         }
@@ -634,6 +660,11 @@ static bool agent__idx_serve(struct agent__fop *op, struct agent__fpart *fp)
     }
     if (!full && s->idx[end - 1].last_offset + 1 < s->hwm) {
         return false; /* the index ends before the data does */
+    }
+    agent__fop_charge(op, (int32_t)(end - lo), total);
+    fp->from_idx = true;
+    if (end == lo) {
+        return true; /* over the limits: nothing from this partition this time */
     }
     agent__fpart_alloc(fp, (int32_t)(end - lo), total);
     for (uint32_t i = lo; i < end; i++) {
@@ -685,15 +716,19 @@ static void agent__fop_lookup_cb(void *arg, int status, const void *response)
             continue;
         }
         agent__idx_learn(fp->st, pr);
-        /* The Lookup asked ahead for the index; this fetch takes what fits its limit. */
-        size_t max = (size_t)(fp->max_bytes > 0 ? fp->max_bytes : 1);
+        /* The Lookup asked ahead for the index; this fetch takes what fits its limits. */
         size_t total = 0;
         int32_t take = 0;
-        while (take < n && (take == 0 || total + (size_t)pr->extents[take].raw_length <= max)) {
+        while (take < n &&
+               agent__fop_fits(op, fp, take, total, (size_t)pr->extents[take].raw_length)) {
             total += (size_t)pr->extents[take].raw_length;
             take++;
         }
+        agent__fop_charge(op, take, total);
         n = take;
+        if (n == 0) {
+            continue;
+        }
         agent__fpart_alloc(fp, n, total);
         for (int32_t k = 0; k < n; k++) {
             const struct kp_meta_lookup_response_meta_lookup_extent *x = &pr->extents[k];
@@ -825,6 +860,11 @@ static void agent__fop_attempt(struct agent__fop *op)
 {
     op->running = true;
     op->wake = false;
+    op->took_any = false;
+    op->budget = SIZE_MAX;
+    if (op->req->hdr.request_api_version >= 3) {
+        op->budget = (size_t)(op->rq->max_bytes > 0 ? op->rq->max_bytes : 0);
+    }
     for (size_t i = 0; i < op->nparts; i++) {
         agent__fpart_reset(&op->parts[i]);
     }

@@ -458,6 +458,14 @@ static void test_fetch_from_store(void **state)
     agent_cache_get_stats(agent__fetch_cache(&e.a), &st);
     assert_int_equal(st.chunk_gets, 6); /* 3 extents' chunks per round, nothing kept */
     assert_int_equal(st.bytes, 0);
+    /* A tiny response limit reads only the one extent it serves (memory stays bounded). */
+    struct fpart ps[2] = {{0, 0, 1 << 20}, {1, 0, 1 << 20}};
+    send_fetch(&e, 0, 11, 9, "t", ps, 2, 500, 10, 0, 0);
+    struct kp_fetch_response *r = recv_fetch(&e, 0, 11, 9);
+    assert_int_equal(batches(r->responses[0].partitions[0].records, base, cnt, 8), 1);
+    assert_int_equal(r->responses[0].partitions[1].records.len, 0);
+    agent_cache_get_stats(agent__fetch_cache(&e.a), &st);
+    assert_int_equal(st.chunk_gets, 7);
     stop(&e);
 }
 
