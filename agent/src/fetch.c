@@ -41,6 +41,7 @@
 #define AGENT__META_API_WATCH 1010    /* MetaWatch */
 #define AGENT__INDEX_MAX 128          /* extents of the index kept per partition */
 #define AGENT__LOOKUP_AHEAD (8 << 20) /* raw bytes of extents asked for per Lookup, at least */
+#define AGENT__OVERDUE_MS 1000        /* after the deadline, answer without waiting for RPCs */
 #define AGENT__LEADER_EPOCH 0         /* the epoch Metadata reports, written into served batches */
 
 /* One cached extent of a partition's index (as the Lookup RPC named it). */
@@ -115,6 +116,8 @@ struct agent__fop {
     bool final;                        /* this attempt answers whatever it finds */
     bool parked;                       /* waiting in the parked list */
     bool running;                      /* an attempt is in progress */
+    bool overdue;                      /* the deadline passed while an attempt was waiting */
+    bool answered;                     /* answered early; ends once its last callback has run */
     bool wake;                         /* woken while running: attempt again */
     size_t budget;           /* raw extent bytes this attempt may still read (max_bytes) */
     bool took_any;           /* some partition of this attempt has extents already */
@@ -444,7 +447,7 @@ static void agent__fop_respond(struct agent__fop *op, int16_t top_error)
             struct agent__fpart *fp = &op->parts[k];
             struct kp_fetch_response_partition_data *pd = &tr->partitions[p];
             kp_fetch_response_partition_data_init(pd);
-            pd->partition_index = fp->partition;
+            pd->partition_index = rq->topics[t].partitions[p].partition;
             pd->error_code = fp->err;
             pd->high_watermark = -1;
             pd->last_stable_offset = -1;
@@ -474,17 +477,44 @@ static void agent__fop_respond(struct agent__fop *op, int16_t top_error)
     }
     op->req = NULL;
     agent_req_respond(req, &r);
-    agent__fop_end(op);
+    if (!op->answered) {
+        agent__fop_end(op);
+    }
 }
 
 /* ---- attempts ---- */
+
+/*
+ * The deadline passed long ago and the attempt still waits for the metadata service (queued
+ * while it is unreachable): answer with what is known and no records; the op ends when its
+ * outstanding callback arrives.
+ */
+static void agent__fop_answer_early(struct agent__fop *op)
+{
+    for (size_t i = 0; i < op->nparts; i++) {
+        struct agent__fpart *fp = &op->parts[i];
+        fp->out_len = 0;
+        if (fp->err == 0 && (fp->st == NULL || !fp->st->known)) {
+            fp->err = KP_ERROR_LEADER_NOT_AVAILABLE;
+        }
+    }
+    rn_log(RN_LOG_WARN, "fetch_answered_early", "partitions=%zu", op->nparts);
+    op->answered = true;
+    agent__fop_respond(op, 0);
+}
 
 static void agent__fop_timer_cb(uv_timer_t *t)
 {
     struct agent__fop *op = t->data;
     op->final = true;
+    if (op->running && op->overdue) {
+        agent__fop_answer_early(op);
+        return;
+    }
     if (op->running) {
         op->wake = true;
+        op->overdue = true;
+        uv_timer_start(&op->timer, agent__fop_timer_cb, AGENT__OVERDUE_MS, 0);
         return;
     }
     op->parked = false;
@@ -511,6 +541,11 @@ static void agent__fop_wake(struct agent__fop *op, bool final)
 /* All extents are in: cut, then answer or park. */
 static void agent__fop_finish_attempt(struct agent__fop *op)
 {
+    if (op->answered) { /* the last callback of an op answered early */
+        op->running = false;
+        agent__fop_end(op);
+        return;
+    }
     size_t total = agent__fop_cut(op);
     bool errors = false;
     for (size_t i = 0; i < op->nparts; i++) {
@@ -681,6 +716,10 @@ static void agent__fop_read(struct agent__fop *op);
 static void agent__fop_lookup_cb(void *arg, int status, const void *response)
 {
     struct agent__fop *op = arg;
+    if (op->answered) {
+        agent__fop_finish_attempt(op);
+        return;
+    }
     const struct kp_meta_lookup_response *rs = response;
     size_t j = 0;
     for (size_t i = 0; i < op->nparts; i++) {
@@ -769,6 +808,10 @@ static void agent__fop_read(struct agent__fop *op)
 /* Second phase: offsets known; decide per partition, then one Lookup for those with data. */
 static void agent__fop_lookup(struct agent__fop *op)
 {
+    if (op->answered) {
+        agent__fop_finish_attempt(op);
+        return;
+    }
     struct kp_meta_lookup_request q;
     kp_meta_lookup_request_init(&q);
     size_t n = 0;
@@ -915,6 +958,12 @@ static void agent__fetch_topics_cb(void *arg, int status, struct agent_topic **t
 {
     struct agent__fop *op = arg;
     const struct kp_fetch_request *rq = op->rq;
+    if (op->answered) { /* answered early while the topics were looked up */
+        op->running = false;
+        agent__fop_end(op);
+        return;
+    }
+    op->running = false;
     size_t k = 0;
     for (size_t t = 0; t < n; t++) {
         const struct kp_fetch_request_fetch_topic *ft = &rq->topics[t];
@@ -980,7 +1029,13 @@ static void agent__fetch_ids_cb(void *arg, int status, struct agent_topic **topi
     (void)topics;
     (void)errors;
     (void)n;
-    agent__fetch_resolve(arg);
+    struct agent__fop *op = arg;
+    if (op->answered) {
+        op->running = false;
+        agent__fop_end(op);
+        return;
+    }
+    agent__fetch_resolve(op);
 }
 
 void agent_handle_fetch(struct agent_req *req)
@@ -1015,6 +1070,10 @@ void agent_handle_fetch(struct agent_req *req)
         agent__fop_respond(op, KP_ERROR_FETCH_SESSION_ID_NOT_FOUND);
         return;
     }
+    /* The deadline runs from now; "running" covers the topic lookups too. */
+    op->running = true;
+    uv_timer_start(&op->timer, agent__fop_timer_cb,
+                   (uint64_t)(rq->max_wait_ms > 0 ? rq->max_wait_ms : 0), 0);
     if (req->hdr.request_api_version < 13) {
         agent__fetch_resolve(op);
         return;

@@ -168,7 +168,9 @@ static void stop(struct env *e)
     agent_topics_free(&e->a);
     meta_client_close(e->a.meta);
     store_close(e->a.store);
-    meta_server_close(e->srv);
+    if (e->srv != NULL) {
+        meta_server_close(e->srv);
+    }
     uv_run(&e->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&e->loop), 0);
     kp_arena_free(&e->arena);
@@ -563,6 +565,30 @@ static void test_kip74(void **state)
     stop(&e);
 }
 
+/* With the metadata service gone, a Fetch is still answered (late, with a retriable error). */
+static void test_meta_outage(void **state)
+{
+    (void)state;
+    struct env e;
+    start(&e);
+    create_topic(&e, "t", 2);
+    produce(&e, "t", 1, 1, 10, 1000);
+    meta_server_close(e.srv);
+    e.srv = NULL;
+    for (int i = 0; i < 200; i++) {
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    struct fpart p0 = {0, 0, 1 << 20};
+    send_fetch(&e, 0, 12, 1, "t", &p0, 1, 100, 50 << 20, 0, 0);
+    struct kp_fetch_response *r = recv_fetch(&e, 0, 12, 1);
+    assert_int_equal(r->responses_count, 1);
+    assert_int_equal(r->responses[0].partitions[0].partition_index, 0);
+    assert_int_equal(r->responses[0].partitions[0].error_code, KP_ERROR_LEADER_NOT_AVAILABLE);
+    assert_int_equal(r->responses[0].partitions[0].records.len, 0);
+    stop(&e); /* the fetch's queued RPC is cancelled at close; nothing leaks */
+}
+
 static void list_offsets(struct env *e, int16_t version, int32_t corr, int64_t ts, int64_t *offset,
                          int64_t *timestamp, int16_t *err)
 {
@@ -635,6 +661,7 @@ int run_test_fetch(void)
         cmocka_unit_test(test_fetch_errors),
         cmocka_unit_test(test_long_poll),
         cmocka_unit_test(test_kip74),
+        cmocka_unit_test(test_meta_outage),
         cmocka_unit_test(test_list_offsets),
     };
     return cmocka_run_group_tests_name("fetch", tests, NULL, NULL);
