@@ -2,7 +2,7 @@
 # Agent benchmark: starts `runnel dev` on a free 127.0.0.1 port with a temporary data directory,
 # runs bench_agent_kafka against it and, in the same run, against librdkafka's mock cluster, and
 # prints throughput, paced produce latency, the Runnel/mock ratios and runnel dev's resident memory
-# at idle and after the run (docs/benchmarks-agent.md).
+# at idle and after the run (docs/benchmarks.md).
 #
 #   tests/bench/agent.sh [BUILD_DIR] [bench args...]     e.g. tests/bench/agent.sh build/release --rounds 5
 #   tests/bench/agent.sh --mock-only [BUILD_DIR]         only the mock peer (no runnel needed)
