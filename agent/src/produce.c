@@ -38,6 +38,7 @@
 
 #define AGENT__TS_AFTER_MAX_MS 3600000LL    /* message.timestamp.after.max.ms (Kafka 4 default) */
 #define AGENT__VALIDATE_MAX_RAW (64u << 20) /* decompression cap for record validation, bytes */
+#define AGENT__SLOW_PRODUCE_MS 10000        /* answers later than this are logged (warn) */
 
 enum agent__pobj_state {
     AGENT__POBJ_OPEN,       /* taking batches */
@@ -281,7 +282,21 @@ static void agent__pobj_finish(struct agent__pobj *o)
 {
     struct agent_produce *p = o->p;
     struct agent *a = p->a;
+    uint64_t now = uv_now(a->loop);
     for (struct agent__pwait *w = o->waiters; w != NULL; w = w->next) {
+        uint64_t waited = now - w->req->started_ms;
+        if (waited >= AGENT__SLOW_PRODUCE_MS) {
+            /* Diagnostics for client timeouts: says the agent did answer, late, and why. */
+            rn_log(RN_LOG_WARN, "produce_slow",
+                   "peer=%s correlation_id=%d waited_ms=%llu key=%s open_ms=%llu seal_ms=%llu "
+                   "put_ms=%llu commit_ms=%llu",
+                   w->req->conn != NULL ? w->req->conn->peer : "(closed)",
+                   w->req->hdr.correlation_id, (unsigned long long)waited, o->key,
+                   (unsigned long long)(o->t_seal - o->opened_loop_ms),
+                   (unsigned long long)(o->t_put - o->t_seal),
+                   (unsigned long long)(o->t_put_done - o->t_put),
+                   (unsigned long long)(now - o->t_commit));
+        }
         agent_req_respond(w->req, w->resp);
         w->req = NULL;
     }

@@ -7,6 +7,11 @@
  * Entries are refreshed in place, so a pointer stays valid until the topic is invalidated or
  * found deleted; callers copy what they need before their next asynchronous step. Topics that do
  * not exist are not cached, so a topic created through another agent is seen at once.
+ *
+ * A lookup that found some names in the cache and has to ask the metadata service for others
+ * does not keep the cached pointers across that round trip: an entry may be invalidated (admin
+ * requests) or dropped (found deleted by another lookup) meanwhile. When the answer comes, every
+ * name is resolved again from the cache; a name whose entry went away is asked for once more.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -34,6 +39,8 @@ struct agent__topics_op {
     bool auto_create;           /* create what is missing */
     bool created;               /* the create step ran already */
     bool all;                   /* agent_topics_get_all */
+    bool asked;                 /* the metadata service was asked (found[] may be stale) */
+    bool asked_again;           /* names whose entries vanished were described once more */
 };
 
 static struct agent_topics *agent__topics(struct agent *a)
@@ -139,8 +146,37 @@ agent__topic_store(struct agent *a,
     return t;
 }
 
+/*
+ * Names answered from the cache before a round trip to the metadata service point into the
+ * cache, and the entry may have been invalidated or dropped meanwhile (the pointer would
+ * dangle): looks every such name up again. Returns true if one is no longer cached (its answer
+ * becomes NULL with UNKNOWN_TOPIC_OR_PARTITION).
+ */
+static bool agent__op_resolve_again(struct agent__topics_op *op)
+{
+    bool vanished = false;
+    for (size_t i = 0; i < op->n; i++) {
+        if (op->found[i] == NULL) {
+            continue;
+        }
+        op->found[i] = agent__find(op->a, op->names[i], strlen(op->names[i]));
+        if (op->found[i] == NULL) {
+            op->errors[i] = KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION;
+            vanished = true;
+        }
+    }
+    return vanished;
+}
+
 static void agent__op_finish(struct agent__topics_op *op, int status)
 {
+    if (op->asked && !op->all) {
+        if (status != 0) {
+            memset(op->found, 0, op->n * sizeof(*op->found)); /* callers ignore them then */
+        } else {
+            (void)agent__op_resolve_again(op);
+        }
+    }
     op->cb(op->arg, status, op->found, op->errors, op->n);
     for (size_t i = 0; i < op->n; i++) {
         free(op->names[i]);
@@ -262,12 +298,18 @@ static void agent__described_cb(void *arg, int status, const void *response)
         agent__create_missing(op);
         return;
     }
+    if (!op->asked_again && agent__op_resolve_again(op)) {
+        op->asked_again = true; /* an entry went away meanwhile: ask for that name once more */
+        agent__op_describe(op);
+        return;
+    }
     agent__op_finish(op, 0);
 }
 
 static void agent__op_describe(struct agent__topics_op *op)
 {
     struct agent *a = op->a;
+    op->asked = true;
     struct kp_meta_describe_topics_request req;
     kp_meta_describe_topics_request_init(&req);
     req.include_configs = true;
