@@ -21,79 +21,23 @@
 
 #include "admin.h"
 #include "agent.h"
+#include "agent_env.h"
 #include "runnel/metadata/client.h"
 #include "runnel/metadata/server.h"
 #include "runnel/metadata/state.h"
 #include "runnel/protocol/errors.h"
 
-struct env {
-    uv_loop_t loop;          /* test loop */
-    struct agent a;          /* agent under test */
-    struct meta_server *srv; /* metadata service */
-    char dir[64];            /* its data directory */
-    int fd;                  /* raw client socket */
-    int port;                /* agent listener port */
-    int32_t corr;            /* next correlation id */
-    struct kp_arena arena;   /* decoded responses */
-};
-
-/* (Re)connects the raw client socket to the agent. */
-static void connect_client(struct env *e)
+static void start(struct agent_env *e)
 {
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof(sin));
-    e->fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(e->fd >= 0);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(0x7f000001);
-    sin.sin_port = htons((uint16_t)e->port);
-    fcntl(e->fd, F_SETFL, O_NONBLOCK);
-    int rc = connect(e->fd, (struct sockaddr *)&sin, sizeof(sin));
-    assert_true(rc == 0 || errno == EINPROGRESS);
-    for (int i = 0; i < 50; i++) {
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-    }
+    agent_env_open(e, "admin");
+    e->a.cfg.node_id = 7;
+    e->a.cfg.default_partitions = 2;
+    agent_env_listen(e, 1);
 }
 
-static void start(struct env *e)
+static void stop(struct agent_env *e)
 {
-    memset(e, 0, sizeof(*e));
-    snprintf(e->dir, sizeof(e->dir), "/tmp/runnel-test-admin-XXXXXX");
-    assert_non_null(mkdtemp(e->dir));
-    assert_int_equal(uv_loop_init(&e->loop), 0);
-    struct meta_server_options o;
-    meta_server_options_default(&o);
-    o.data_dir = e->dir;
-    o.host = "127.0.0.1";
-    o.port = 0;
-    char err[256];
-    assert_int_equal(meta_server_open(&e->srv, &e->loop, &o, err, sizeof(err)), 0);
-    struct agent *a = &e->a;
-    a->loop = &e->loop;
-    a->cfg.listen = "127.0.0.1:0";
-    a->cfg.advertise = "";
-    a->cfg.cluster_id = "test";
-    a->cfg.node_id = 7;
-    a->cfg.max_frame_bytes = 64 << 20;
-    a->cfg.max_connections = 100;
-    a->cfg.default_partitions = 2;
-    a->cfg.flush_interval_ms = 5;
-    a->cfg.log_level = "error";
-    a->cfg.log_format = "logfmt";
-    assert_int_equal(meta_client_open(&a->meta, &e->loop, "127.0.0.1", meta_server_port(e->srv)),
-                     0);
-    assert_int_equal(agent_server_start(a), 0);
-    struct sockaddr_in sin;
-    int len = sizeof(sin);
-    assert_int_equal(uv_tcp_getsockname(&a->listener, (struct sockaddr *)&sin, &len), 0);
-    e->port = ntohs(sin.sin_port);
-    connect_client(e);
-    kp_arena_init(&e->arena, 0);
-}
-
-static void stop(struct env *e)
-{
-    close(e->fd);
+    close(e->fd[0]);
     for (int i = 0; i < 50; i++) {
         uv_run(&e->loop, UV_RUN_NOWAIT);
     }
@@ -102,85 +46,16 @@ static void stop(struct env *e)
     if (e->a.meta != NULL) {
         meta_client_close(e->a.meta);
     }
-    meta_server_close(e->srv);
-    uv_run(&e->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&e->loop), 0);
-    kp_arena_free(&e->arena);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-    assert_int_equal(system(cmd), 0);
+    agent_env_close(e);
 }
 
 /* Sends one request and decodes its response into out (memory in e->arena). */
-static void call(struct env *e, int16_t key, int16_t version, const void *body, void *out)
+static void call(struct agent_env *e, int16_t key, int16_t version, const void *body, void *out)
 {
-    const struct kp_api *api = kp_api_find(key);
-    assert_non_null(api);
-    struct kp_request_header h;
-    kp_request_header_init(&h);
-    h.request_api_key = key;
-    h.request_api_version = version;
-    h.correlation_id = ++e->corr;
-    h.client_id = kp_str_from("test-admin");
-    int16_t hv = kp_request_header_version(key, version);
-    size_t hl = 0;
-    size_t bl = 0;
-    assert_int_equal(kp_request_header_size(&h, hv, &hl), 0);
-    assert_int_equal(api->request->size(body, version, &bl), 0);
-    size_t n = 4 + hl + bl;
-    uint8_t *buf = malloc(n);
-    struct kp_writer w;
-    kp_writer_init(&w, buf, n);
-    kp_write_i32(&w, (int32_t)(hl + bl));
-    assert_int_equal(kp_request_header_encode(&h, hv, &w), 0);
-    assert_int_equal(api->request->encode(body, version, &w), 0);
-    size_t off = 0;
-    for (int i = 0; i < 100000 && off < n; i++) {
-        ssize_t k = send(e->fd, buf + off, n - off, MSG_NOSIGNAL);
-        if (k > 0) {
-            off += (size_t)k;
-        }
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-    }
-    assert_int_equal(off, n);
-    free(buf);
-
-    uint8_t szb[4];
-    size_t got = 0;
-    uint8_t *frame = NULL;
-    size_t need = 4;
-    for (int i = 0; i < 100000; i++) {
-        uint8_t *dst = frame == NULL ? szb + got : frame + (got - 4);
-        ssize_t k = recv(e->fd, dst, need - got, MSG_DONTWAIT);
-        if (k > 0) {
-            got += (size_t)k;
-        }
-        if (got == need && frame == NULL) {
-            need = 4 + (((size_t)szb[0] << 24) | ((size_t)szb[1] << 16) | ((size_t)szb[2] << 8) |
-                        szb[3]);
-            frame = malloc(need - 4);
-        }
-        if (frame != NULL && got == need) {
-            break;
-        }
-        if (k <= 0) {
-            uv_run(&e->loop, UV_RUN_NOWAIT);
-            usleep(100);
-        }
-    }
-    assert_non_null(frame);
-    assert_int_equal(got, need);
-    struct kp_reader r;
-    kp_reader_init(&r, kp_arena_memdup(&e->arena, frame, need - 4), need - 4);
-    free(frame);
-    struct kp_response_header rh;
-    kp_response_header_init(&rh);
-    assert_int_equal(
-        kp_response_header_decode(&r, kp_response_header_version(key, version), &e->arena, &rh), 0);
-    assert_int_equal(rh.correlation_id, e->corr);
-    api->response->init(out);
-    assert_int_equal(api->response->decode(&r, version, &e->arena, out), 0);
-    assert_int_equal(kp_reader_remaining(&r), 0);
+    size_t rest = 0;
+    agent_env_send(e, 0, key, version, ++e->corr, "test-admin", body);
+    assert_int_equal(agent_env_recv(e, 0, key, version, 100000, out, &rest), e->corr);
+    assert_int_equal(rest, 0);
 }
 
 static bool str_has(struct kp_str s, const char *needle)
@@ -206,8 +81,8 @@ struct topic_spec {
 };
 
 static const struct kp_create_topics_response_creatable_topic_result *
-create(struct env *e, int16_t version, const struct topic_spec *specs, int n, bool validate_only,
-       struct kp_create_topics_response *rs)
+create(struct agent_env *e, int16_t version, const struct topic_spec *specs, int n,
+       bool validate_only, struct kp_create_topics_response *rs)
 {
     struct kp_create_topics_request rq;
     kp_create_topics_request_init(&rq);
@@ -236,7 +111,7 @@ create(struct env *e, int16_t version, const struct topic_spec *specs, int n, bo
     return rs->topics_count > 0 ? &rs->topics[0] : NULL;
 }
 
-static int16_t create1(struct env *e, const char *name, int32_t parts, int16_t rf)
+static int16_t create1(struct agent_env *e, const char *name, int32_t parts, int16_t rf)
 {
     struct topic_spec s = {name, parts, rf, NULL, NULL};
     struct kp_create_topics_response rs;
@@ -246,8 +121,8 @@ static int16_t create1(struct env *e, const char *name, int32_t parts, int16_t r
     return r->error_code;
 }
 
-static int16_t create_partitions(struct env *e, int16_t version, const char *name, int32_t count,
-                                 bool validate_only, struct kp_str *msg)
+static int16_t create_partitions(struct agent_env *e, int16_t version, const char *name,
+                                 int32_t count, bool validate_only, struct kp_str *msg)
 {
     struct kp_create_partitions_request rq;
     kp_create_partitions_request_init(&rq);
@@ -273,7 +148,7 @@ static int16_t create_partitions(struct env *e, int16_t version, const char *nam
 
 /* DescribeConfigs of one resource; returns its result. */
 static const struct kp_describe_configs_response_describe_configs_result *
-describe(struct env *e, int16_t version, int8_t type, const char *name, const char *only_key,
+describe(struct agent_env *e, int16_t version, int8_t type, const char *name, const char *only_key,
          bool synonyms, bool docs)
 {
     struct kp_describe_configs_request rq;
@@ -307,7 +182,8 @@ find_cfg(const struct kp_describe_configs_response_describe_configs_result *r, c
 }
 
 /* The topic's current value of `key` through DescribeConfigs v4. */
-static bool topic_value_is(struct env *e, const char *topic, const char *key, const char *want)
+static bool topic_value_is(struct agent_env *e, const char *topic, const char *key,
+                           const char *want)
 {
     const struct kp_describe_configs_response_describe_configs_result *r =
         describe(e, 4, 2, topic, key, false, false);
@@ -324,7 +200,7 @@ struct alter_cfg {
     const char *value;
 };
 
-static int16_t incremental(struct env *e, int16_t version, int8_t type, const char *name,
+static int16_t incremental(struct agent_env *e, int16_t version, int8_t type, const char *name,
                            const struct alter_cfg *cfgs, int n, bool validate_only,
                            struct kp_str *msg)
 {
@@ -356,8 +232,9 @@ static int16_t incremental(struct env *e, int16_t version, int8_t type, const ch
     return rs.responses[0].error_code;
 }
 
-static int16_t alter_legacy(struct env *e, int16_t version, const char *topic, const char *key,
-                            const char *value, bool validate_only, struct kp_str *msg)
+static int16_t alter_legacy(struct agent_env *e, int16_t version, const char *topic,
+                            const char *key, const char *value, bool validate_only,
+                            struct kp_str *msg)
 {
     struct kp_alter_configs_request rq;
     kp_alter_configs_request_init(&rq);
@@ -462,7 +339,7 @@ static void test_admin_explain(void **state)
 static void test_admin_create_topics(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     struct kp_create_topics_response rs;
     struct topic_spec s = {"orders", 3, -1, "retention.ms", "1000"};
@@ -567,7 +444,7 @@ static void test_admin_create_topics(void **state)
 static void test_admin_delete_topics(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     struct topic_spec s[] = {{"a", 1, 1, NULL, NULL}, {"b", 1, 1, NULL, NULL}};
     struct kp_create_topics_response cr;
@@ -631,7 +508,7 @@ static void on_topics(void *arg, int status, struct agent_topic **topics, const 
 static void test_admin_create_partitions(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     assert_int_equal(create1(&e, "grow", 3, 1), 0);
     /* Cache the topic, then grow it: the cache must forget the old count. */
@@ -686,7 +563,7 @@ static void test_admin_create_partitions(void **state)
 static void test_admin_describe_configs(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     struct topic_spec s = {"cfg", 1, 1, "retention.ms", "5000"};
     struct kp_create_topics_response cr;
@@ -755,7 +632,7 @@ static void test_admin_describe_configs(void **state)
 static void test_admin_alter_configs(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     assert_int_equal(create1(&e, "alt", 1, 1), 0);
     struct kp_str msg;
@@ -817,7 +694,7 @@ static void test_admin_alter_configs(void **state)
 static void test_admin_odd_inputs(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     assert_int_equal(create1(&e, "", 1, 1), KP_ERROR_INVALID_TOPIC_EXCEPTION);
     assert_int_equal(create1(&e, "big", INT32_MAX, 1), KP_ERROR_INVALID_PARTITIONS);
@@ -903,11 +780,11 @@ static size_t encode_frame(int16_t key, int16_t version, const void *body, uint8
 
 /* Sends a frame; true when a whole response came back, false when the agent closed the
  * connection (then a new one is opened). */
-static bool raw_roundtrip(struct env *e, const uint8_t *buf, size_t n)
+static bool raw_roundtrip(struct agent_env *e, const uint8_t *buf, size_t n)
 {
     size_t off = 0;
     for (int i = 0; i < 100000 && off < n; i++) {
-        ssize_t k = send(e->fd, buf + off, n - off, MSG_NOSIGNAL);
+        ssize_t k = send(e->fd[0], buf + off, n - off, MSG_NOSIGNAL);
         if (k > 0) {
             off += (size_t)k;
         } else if (k < 0 && errno != EAGAIN) {
@@ -922,7 +799,8 @@ static bool raw_roundtrip(struct env *e, const uint8_t *buf, size_t n)
     for (int i = 0; i < 200000 && got < need; i++) {
         uint8_t tmp[4096];
         size_t want = need - got < sizeof(tmp) ? need - got : sizeof(tmp);
-        ssize_t k = recv(e->fd, got < 4 ? szb + got : tmp, got < 4 ? 4 - got : want, MSG_DONTWAIT);
+        ssize_t k =
+            recv(e->fd[0], got < 4 ? szb + got : tmp, got < 4 ? 4 - got : want, MSG_DONTWAIT);
         if (k == 0 || (k < 0 && errno != EAGAIN)) {
             closed = true;
             break;
@@ -939,8 +817,8 @@ static bool raw_roundtrip(struct env *e, const uint8_t *buf, size_t n)
         usleep(50);
     }
     if (closed) {
-        close(e->fd);
-        connect_client(e);
+        close(e->fd[0]);
+        e->fd[0] = agent_env_connect(e);
         return false;
     }
     assert_int_equal(got, need);
@@ -950,7 +828,7 @@ static bool raw_roundtrip(struct env *e, const uint8_t *buf, size_t n)
 static void test_admin_mutated_requests(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     assert_int_equal(create1(&e, "m1", 2, 1), 0);
 
@@ -1115,7 +993,7 @@ static void test_admin_mutated_requests(void **state)
 static void test_admin_metadata_unavailable(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     meta_client_close(e.a.meta);
     e.a.meta = NULL;

@@ -23,34 +23,14 @@
 #include <uv.h>
 
 #include "agent.h"
+#include "agent_env.h"
 #include "cache.h"
 #include "runnel/metadata/client.h"
 #include "runnel/metadata/server.h"
 #include "runnel/protocol/errors.h"
 #include "runnel/protocol/records.h"
 
-struct env {
-    uv_loop_t loop;
-    struct agent a;
-    struct meta_server *srv;
-    char dir[64];
-    int port;
-    int fd[2]; /* two client connections */
-    int done;
-    int drained;
-    struct kp_arena arena;
-};
-
-static struct env *drain_env;
-
-static void pump_until(struct env *e, int *counter, int target)
-{
-    for (int i = 0; i < 20000 && *counter < target; i++) {
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-        usleep(200);
-    }
-    assert_true(*counter >= target);
-}
+static struct agent_env *drain_env;
 
 static void on_push(void *arg, const struct kp_meta_notify_response *n)
 {
@@ -59,14 +39,14 @@ static void on_push(void *arg, const struct kp_meta_notify_response *n)
 
 static void on_created(void *arg, int status, const void *resp)
 {
-    struct env *e = arg;
+    struct agent_env *e = arg;
     assert_int_equal(status, 0);
     const struct kp_meta_create_topics_response *r = resp;
     assert_int_equal(r->topics[0].error_code, 0);
     e->done++;
 }
 
-static void create_topic(struct env *e, const char *name, int32_t parts)
+static void create_topic(struct agent_env *e, const char *name, int32_t parts)
 {
     struct kp_meta_create_topics_request rq;
     kp_meta_create_topics_request_init(&rq);
@@ -78,72 +58,27 @@ static void create_topic(struct env *e, const char *name, int32_t parts)
     rq.topics_count = 1;
     int before = e->done;
     assert_int_equal(meta_client_call(e->a.meta, 1001, &rq, on_created, e), 0);
-    pump_until(e, &e->done, before + 1);
+    agent_env_pump(e, &e->done, before + 1);
 }
 
-static int connect_client(struct env *e)
+static void start_with_cache(struct agent_env *e, int64_t cache_bytes)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(0x7f000001);
-    sin.sin_port = htons((uint16_t)e->port);
-    fcntl(fd, F_SETFL, O_NONBLOCK);
-    int rc = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
-    assert_true(rc == 0 || errno == EINPROGRESS);
-    for (int i = 0; i < 50; i++) {
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-    }
-    return fd;
-}
-
-static void start_with_cache(struct env *e, int64_t cache_bytes)
-{
-    memset(e, 0, sizeof(*e));
-    snprintf(e->dir, sizeof(e->dir), "/tmp/runnel-test-fetch-XXXXXX");
-    assert_non_null(mkdtemp(e->dir));
-    assert_int_equal(uv_loop_init(&e->loop), 0);
-    struct meta_server_options o;
-    meta_server_options_default(&o);
-    o.data_dir = e->dir;
-    o.host = "127.0.0.1";
-    o.port = 0;
-    char err[256];
-    assert_int_equal(meta_server_open(&e->srv, &e->loop, &o, err, sizeof(err)), 0);
+    agent_env_open(e, "fetch");
     struct agent *a = &e->a;
-    a->loop = &e->loop;
-    a->cfg.listen = "127.0.0.1:0";
-    a->cfg.advertise = "";
-    a->cfg.cluster_id = "test";
-    a->cfg.max_frame_bytes = 64 << 20;
-    a->cfg.max_connections = 100;
-    a->cfg.flush_interval_ms = 5;
     a->cfg.flush_bytes = 1 << 20;
     a->cfg.buffer_max_bytes = 64 << 20;
     a->cfg.cache_bytes = cache_bytes;
     a->cfg.zstd_level = 1;
     a->cfg.default_partitions = 1;
-    a->cfg.log_level = "error";
-    a->cfg.log_format = "logfmt";
+    char err[256];
     assert_int_equal(store_open(&e->loop, "mem://", NULL, &a->store, err, sizeof(err)), 0);
-    assert_int_equal(meta_client_open(&a->meta, &e->loop, "127.0.0.1", meta_server_port(e->srv)),
-                     0);
     meta_client_set_push_cb(a->meta, on_push, a);
     assert_int_equal(agent_produce_init(a), 0);
     assert_int_equal(agent_fetch_init(a), 0);
-    assert_int_equal(agent_server_start(a), 0);
-    struct sockaddr_in sin;
-    int len = sizeof(sin);
-    assert_int_equal(uv_tcp_getsockname(&a->listener, (struct sockaddr *)&sin, &len), 0);
-    e->port = ntohs(sin.sin_port);
-    e->fd[0] = connect_client(e);
-    e->fd[1] = connect_client(e);
-    kp_arena_init(&e->arena, 0);
+    agent_env_listen(e, 2);
 }
 
-static void start(struct env *e)
+static void start(struct agent_env *e)
 {
     start_with_cache(e, 64 << 20);
 }
@@ -154,68 +89,25 @@ static void on_drained(struct agent *a)
     drain_env->drained++;
 }
 
-static void stop(struct env *e)
+static void stop(struct agent_env *e)
 {
     close(e->fd[0]);
     close(e->fd[1]);
     drain_env = e;
     agent_fetch_drain(&e->a);
     agent_produce_drain(&e->a, on_drained);
-    pump_until(e, &e->drained, 1);
+    agent_env_pump(e, &e->drained, 1);
     agent_server_stop(&e->a);
     agent_fetch_free(&e->a);
     agent_produce_free(&e->a);
     agent_topics_free(&e->a);
     meta_client_close(e->a.meta);
     store_close(e->a.store);
-    if (e->srv != NULL) {
-        meta_server_close(e->srv);
-    }
-    uv_run(&e->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&e->loop), 0);
-    kp_arena_free(&e->arena);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void send_req(struct env *e, int c, int16_t key, int16_t version, int32_t corr,
-                     const void *body)
-{
-    const struct kp_api *api = kp_api_find(key);
-    assert_non_null(api);
-    struct kp_request_header h;
-    kp_request_header_init(&h);
-    h.request_api_key = key;
-    h.request_api_version = version;
-    h.correlation_id = corr;
-    h.client_id = kp_str_from("test");
-    int16_t hv = kp_request_header_version(key, version);
-    size_t hl = 0;
-    size_t bl = 0;
-    assert_int_equal(kp_request_header_size(&h, hv, &hl), 0);
-    assert_int_equal(api->request->size(body, version, &bl), 0);
-    size_t n = 4 + hl + bl;
-    uint8_t *buf = malloc(n);
-    struct kp_writer w;
-    kp_writer_init(&w, buf, n);
-    kp_write_i32(&w, (int32_t)(hl + bl));
-    assert_int_equal(kp_request_header_encode(&h, hv, &w), 0);
-    assert_int_equal(api->request->encode(body, version, &w), 0);
-    size_t off = 0;
-    for (int i = 0; i < 100000 && off < n; i++) {
-        ssize_t k = send(e->fd[c], buf + off, n - off, MSG_NOSIGNAL);
-        if (k > 0) {
-            off += (size_t)k;
-        }
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-    }
-    assert_int_equal(off, n);
-    free(buf);
+    agent_env_close(e);
 }
 
 /* True when a whole response is waiting on connection c after a few loop turns. */
-static bool response_ready(struct env *e, int c, int turns)
+static bool response_ready(struct agent_env *e, int c, int turns)
 {
     uint8_t b;
     for (int i = 0; i < turns; i++) {
@@ -225,49 +117,9 @@ static bool response_ready(struct env *e, int c, int turns)
     return recv(e->fd[c], &b, 1, MSG_DONTWAIT | MSG_PEEK) == 1;
 }
 
-static int32_t recv_resp(struct env *e, int c, int16_t key, int16_t version, void *out)
-{
-    uint8_t szb[4];
-    size_t got = 0;
-    uint8_t *frame = NULL;
-    size_t need = 4;
-    for (int i = 0; i < 100000; i++) {
-        uint8_t *dst = frame == NULL ? szb + got : frame + (got - 4);
-        ssize_t k = recv(e->fd[c], dst, need - got, MSG_DONTWAIT);
-        if (k > 0) {
-            got += (size_t)k;
-        }
-        if (got == need && frame == NULL) {
-            need = 4 + (((size_t)szb[0] << 24) | ((size_t)szb[1] << 16) | ((size_t)szb[2] << 8) |
-                        szb[3]);
-            frame = malloc(need - 4);
-        }
-        if (frame != NULL && got == need) {
-            break;
-        }
-        if (k <= 0) {
-            uv_run(&e->loop, UV_RUN_NOWAIT);
-            usleep(100);
-        }
-    }
-    assert_non_null(frame);
-    assert_int_equal(got, need);
-    struct kp_reader r;
-    kp_reader_init(&r, kp_arena_memdup(&e->arena, frame, need - 4), need - 4);
-    free(frame);
-    struct kp_response_header h;
-    kp_response_header_init(&h);
-    assert_int_equal(
-        kp_response_header_decode(&r, kp_response_header_version(key, version), &e->arena, &h), 0);
-    const struct kp_api *api = kp_api_find(key);
-    api->response->init(out);
-    assert_int_equal(api->response->decode(&r, version, &e->arena, out), 0);
-    return h.correlation_id;
-}
-
 /* Produces one batch of n records (values of vlen bytes, timestamps ts, ts+1...) and waits. */
-static int64_t produce(struct env *e, const char *topic, int32_t partition, int n, size_t vlen,
-                       int64_t ts)
+static int64_t produce(struct agent_env *e, const char *topic, int32_t partition, int n,
+                       size_t vlen, int64_t ts)
 {
     struct kp_record_in recs[16];
     uint8_t *val = malloc(vlen + 1);
@@ -300,10 +152,10 @@ static int64_t produce(struct env *e, const char *topic, int32_t partition, int 
     rq.timeout_ms = 30000;
     rq.topic_data = &td;
     rq.topic_data_count = 1;
-    send_req(e, 1, 0, 9, 77, &rq);
+    agent_env_send(e, 1, 0, 9, 77, "test", &rq);
     free(b);
     struct kp_produce_response *r = kp_arena_calloc(&e->arena, 1, sizeof(*r));
-    assert_int_equal(recv_resp(e, 1, 0, 9, r), 77);
+    assert_int_equal(agent_env_recv(e, 1, 0, 9, 100000, r, NULL), 77);
     assert_int_equal(r->responses[0].partition_responses[0].error_code, 0);
     return r->responses[0].partition_responses[0].base_offset;
 }
@@ -314,7 +166,7 @@ struct fpart {
     int32_t max_bytes;
 };
 
-static void send_fetch(struct env *e, int c, int16_t version, int32_t corr, const char *topic,
+static void send_fetch(struct agent_env *e, int c, int16_t version, int32_t corr, const char *topic,
                        const struct fpart *parts, int n, int32_t max_wait, int32_t max_bytes,
                        int8_t isolation, int32_t session_id)
 {
@@ -345,13 +197,14 @@ static void send_fetch(struct env *e, int c, int16_t version, int32_t corr, cons
     rq.forgotten_topics_data = NULL;
     rq.forgotten_topics_data_count = 0;
     rq.rack_id = kp_str_from("");
-    send_req(e, c, 1, version, corr, &rq);
+    agent_env_send(e, c, 1, version, corr, "test", &rq);
 }
 
-static struct kp_fetch_response *recv_fetch(struct env *e, int c, int16_t version, int32_t corr)
+static struct kp_fetch_response *recv_fetch(struct agent_env *e, int c, int16_t version,
+                                            int32_t corr)
 {
     struct kp_fetch_response *r = kp_arena_calloc(&e->arena, 1, sizeof(*r));
-    assert_int_equal(recv_resp(e, c, 1, version, r), corr);
+    assert_int_equal(agent_env_recv(e, c, 1, version, 100000, r, NULL), corr);
     return r;
 }
 
@@ -378,7 +231,7 @@ static int batches(struct kp_bytes rec, int64_t *base, int32_t *count, int max)
 static void test_fetch_offsets_and_cut(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     create_topic(&e, "t", 2);
     assert_int_equal(produce(&e, "t", 0, 3, 10, 1000), 0);
@@ -438,7 +291,7 @@ static void test_fetch_offsets_and_cut(void **state)
 static void test_fetch_from_store(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start_with_cache(&e, 0);
     create_topic(&e, "t", 2);
     for (int i = 0; i < 4; i++) {
@@ -474,7 +327,7 @@ static void test_fetch_from_store(void **state)
 static void test_fetch_errors(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     create_topic(&e, "t", 1);
     produce(&e, "t", 0, 2, 10, 1000);
@@ -500,7 +353,7 @@ static void test_fetch_errors(void **state)
 static void test_long_poll(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     create_topic(&e, "t", 1);
     produce(&e, "t", 0, 2, 10, 1000);
@@ -534,7 +387,7 @@ static void test_long_poll(void **state)
 static void test_kip74(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     create_topic(&e, "t", 2);
     produce(&e, "t", 0, 2, 3000, 1000);
@@ -569,7 +422,7 @@ static void test_kip74(void **state)
 static void test_meta_outage(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     create_topic(&e, "t", 2);
     produce(&e, "t", 1, 1, 10, 1000);
@@ -589,8 +442,8 @@ static void test_meta_outage(void **state)
     stop(&e); /* the fetch's queued RPC is cancelled at close; nothing leaks */
 }
 
-static void list_offsets(struct env *e, int16_t version, int32_t corr, int64_t ts, int64_t *offset,
-                         int64_t *timestamp, int16_t *err)
+static void list_offsets(struct agent_env *e, int16_t version, int32_t corr, int64_t ts,
+                         int64_t *offset, int64_t *timestamp, int16_t *err)
 {
     struct kp_list_offsets_request rq;
     kp_list_offsets_request_init(&rq);
@@ -607,9 +460,9 @@ static void list_offsets(struct env *e, int16_t version, int32_t corr, int64_t t
     rq.replica_id = -1;
     rq.topics = &t;
     rq.topics_count = 1;
-    send_req(e, 0, 2, version, corr, &rq);
+    agent_env_send(e, 0, 2, version, corr, "test", &rq);
     struct kp_list_offsets_response *r = kp_arena_calloc(&e->arena, 1, sizeof(*r));
-    assert_int_equal(recv_resp(e, 0, 2, version, r), corr);
+    assert_int_equal(agent_env_recv(e, 0, 2, version, 100000, r, NULL), corr);
     assert_int_equal(r->topics_count, 1);
     assert_int_equal(r->topics[0].partitions_count, 1);
     *offset = r->topics[0].partitions[0].offset;
@@ -620,7 +473,7 @@ static void list_offsets(struct env *e, int16_t version, int32_t corr, int64_t t
 static void test_list_offsets(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e);
     create_topic(&e, "t", 1);
     produce(&e, "t", 0, 3, 10, 1000); /* offsets 0-2, ts 1000-1002 */

@@ -22,25 +22,14 @@
 #include <uv.h>
 
 #include "agent.h"
+#include "agent_env.h"
 #include "runnel/metadata/client.h"
 #include "runnel/metadata/server.h"
 #include "runnel/protocol/compress.h"
 #include "runnel/protocol/errors.h"
 #include "runnel/protocol/records.h"
 
-struct env {
-    uv_loop_t loop;          /* test loop */
-    struct agent a;          /* agent under test */
-    struct meta_server *srv; /* metadata service */
-    char dir[64];            /* its data directory */
-    int port;                /* agent listener port */
-    int fd;                  /* raw client socket */
-    int done;                /* completed callbacks */
-    int drained;             /* drain callbacks */
-    struct kp_arena arena;   /* decoded responses */
-};
-
-static struct env *drain_env;
+static struct agent_env *drain_env;
 
 static int64_t now_ms(void)
 {
@@ -49,18 +38,9 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void pump(struct env *e, int *counter, int target)
-{
-    for (int i = 0; i < 20000 && *counter < target; i++) {
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-        usleep(200);
-    }
-    assert_true(*counter >= target);
-}
-
 static void on_created(void *arg, int status, const void *resp)
 {
-    struct env *e = arg;
+    struct agent_env *e = arg;
     assert_int_equal(status, 0);
     const struct kp_meta_create_topics_response *r = resp;
     for (int32_t i = 0; i < r->topics_count; i++) {
@@ -69,7 +49,7 @@ static void on_created(void *arg, int status, const void *resp)
     e->done++;
 }
 
-static void create_topic(struct env *e, const char *name, int32_t parts, const char *cfg_name,
+static void create_topic(struct agent_env *e, const char *name, int32_t parts, const char *cfg_name,
                          const char *cfg_value)
 {
     struct kp_meta_create_topics_request rq;
@@ -90,60 +70,22 @@ static void create_topic(struct env *e, const char *name, int32_t parts, const c
     rq.topics_count = 1;
     int before = e->done;
     assert_int_equal(meta_client_call(e->a.meta, 1001, &rq, on_created, e), 0);
-    pump(e, &e->done, before + 1);
+    agent_env_pump(e, &e->done, before + 1);
 }
 
-static void start(struct env *e, const char *store_url, int64_t buffer_max)
+static void start(struct agent_env *e, const char *store_url, int64_t buffer_max)
 {
-    memset(e, 0, sizeof(*e));
-    snprintf(e->dir, sizeof(e->dir), "/tmp/runnel-test-produce-XXXXXX");
-    assert_non_null(mkdtemp(e->dir));
-    assert_int_equal(uv_loop_init(&e->loop), 0);
-    struct meta_server_options o;
-    meta_server_options_default(&o);
-    o.data_dir = e->dir;
-    o.host = "127.0.0.1";
-    o.port = 0;
-    char err[256];
-    assert_int_equal(meta_server_open(&e->srv, &e->loop, &o, err, sizeof(err)), 0);
-
+    agent_env_open(e, "produce");
     struct agent *a = &e->a;
-    a->loop = &e->loop;
-    a->cfg.listen = "127.0.0.1:0";
-    a->cfg.advertise = "";
-    a->cfg.cluster_id = "test";
-    a->cfg.max_frame_bytes = 64 << 20;
-    a->cfg.max_connections = 100;
     a->cfg.idle_timeout_ms = 0;
-    a->cfg.flush_interval_ms = 5;
     a->cfg.flush_bytes = 1 << 20;
     a->cfg.buffer_max_bytes = buffer_max;
     a->cfg.zstd_level = 1;
     a->cfg.default_partitions = 1;
-    a->cfg.log_level = "error";
-    a->cfg.log_format = "logfmt";
+    char err[256];
     assert_int_equal(store_open(&e->loop, store_url, NULL, &a->store, err, sizeof(err)), 0);
-    assert_int_equal(meta_client_open(&a->meta, &e->loop, "127.0.0.1", meta_server_port(e->srv)),
-                     0);
     assert_int_equal(agent_produce_init(a), 0);
-    assert_int_equal(agent_server_start(a), 0);
-    struct sockaddr_in sin;
-    int len = sizeof(sin);
-    assert_int_equal(uv_tcp_getsockname(&a->listener, (struct sockaddr *)&sin, &len), 0);
-    e->port = ntohs(sin.sin_port);
-
-    e->fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(e->fd >= 0);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(0x7f000001);
-    sin.sin_port = htons((uint16_t)e->port);
-    fcntl(e->fd, F_SETFL, O_NONBLOCK);
-    int rc = connect(e->fd, (struct sockaddr *)&sin, sizeof(sin));
-    assert_true(rc == 0 || errno == EINPROGRESS);
-    for (int i = 0; i < 50; i++) {
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-    }
-    kp_arena_init(&e->arena, 0);
+    agent_env_listen(e, 1);
 }
 
 static void on_drained(struct agent *a)
@@ -152,111 +94,42 @@ static void on_drained(struct agent *a)
     drain_env->drained++;
 }
 
-static void stop(struct env *e)
+static void stop(struct agent_env *e)
 {
-    close(e->fd);
+    close(e->fd[0]);
     drain_env = e;
     agent_produce_drain(&e->a, on_drained);
-    pump(e, &e->drained, 1);
+    agent_env_pump(e, &e->drained, 1);
     agent_server_stop(&e->a);
     agent_produce_free(&e->a);
     agent_topics_free(&e->a);
     meta_client_close(e->a.meta);
     store_close(e->a.store);
-    meta_server_close(e->srv);
-    uv_run(&e->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&e->loop), 0);
-    kp_arena_free(&e->arena);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-    assert_int_equal(system(cmd), 0);
+    agent_env_close(e);
 }
 
 /* Sends one request (header + body encoded with the generated codec). */
-static void send_req(struct env *e, int16_t key, int16_t version, int32_t corr, const void *body)
+static void send_req(struct agent_env *e, int16_t key, int16_t version, int32_t corr,
+                     const void *body)
 {
-    const struct kp_api *api = kp_api_find(key);
-    assert_non_null(api);
-    struct kp_request_header h;
-    kp_request_header_init(&h);
-    h.request_api_key = key;
-    h.request_api_version = version;
-    h.correlation_id = corr;
-    h.client_id = kp_str_from("test");
-    int16_t hv = kp_request_header_version(key, version);
-    size_t hl = 0;
-    size_t bl = 0;
-    assert_int_equal(kp_request_header_size(&h, hv, &hl), 0);
-    assert_int_equal(api->request->size(body, version, &bl), 0);
-    size_t n = 4 + hl + bl;
-    uint8_t *buf = malloc(n);
-    struct kp_writer w;
-    kp_writer_init(&w, buf, n);
-    kp_write_i32(&w, (int32_t)(hl + bl));
-    assert_int_equal(kp_request_header_encode(&h, hv, &w), 0);
-    assert_int_equal(api->request->encode(body, version, &w), 0);
-    size_t off = 0;
-    for (int i = 0; i < 100000 && off < n; i++) {
-        ssize_t k = send(e->fd, buf + off, n - off, MSG_NOSIGNAL);
-        if (k > 0) {
-            off += (size_t)k;
-        }
-        uv_run(&e->loop, UV_RUN_NOWAIT);
-    }
-    assert_int_equal(off, n);
-    free(buf);
+    agent_env_send(e, 0, key, version, corr, "test", body);
 }
 
 /* Receives one response frame and decodes it as `key`/`version`; returns the correlation id. */
-static int32_t recv_resp(struct env *e, int16_t key, int16_t version, void *out)
+static int32_t recv_resp(struct agent_env *e, int16_t key, int16_t version, void *out)
 {
-    uint8_t szb[4];
-    size_t got = 0;
-    uint8_t *frame = NULL;
-    size_t need = 4;
-    for (int i = 0; i < 50000; i++) {
-        uint8_t *dst = frame == NULL ? szb + got : frame + (got - 4);
-        ssize_t k = recv(e->fd, dst, need - got, MSG_DONTWAIT);
-        if (k > 0) {
-            got += (size_t)k;
-        }
-        if (got == need && frame == NULL) {
-            need = 4 + (((size_t)szb[0] << 24) | ((size_t)szb[1] << 16) | ((size_t)szb[2] << 8) |
-                        szb[3]);
-            frame = malloc(need - 4);
-        }
-        if (frame != NULL && got == need) {
-            break;
-        }
-        if (k <= 0) {
-            uv_run(&e->loop, UV_RUN_NOWAIT);
-            usleep(100);
-        }
-    }
-    assert_non_null(frame);
-    assert_int_equal(got, need);
-    struct kp_reader r;
-    kp_reader_init(&r, kp_arena_memdup(&e->arena, frame, need - 4), need - 4);
-    free(frame);
-    struct kp_response_header h;
-    kp_response_header_init(&h);
-    assert_int_equal(
-        kp_response_header_decode(&r, kp_response_header_version(key, version), &e->arena, &h), 0);
-    const struct kp_api *api = kp_api_find(key);
-    api->response->init(out);
-    assert_int_equal(api->response->decode(&r, version, &e->arena, out), 0);
-    return h.correlation_id;
+    return agent_env_recv(e, 0, key, version, 50000, out, NULL);
 }
 
 /* True when nothing arrives on the socket within a few loop turns. */
-static bool nothing_pending(struct env *e)
+static bool nothing_pending(struct agent_env *e)
 {
     uint8_t b;
     for (int i = 0; i < 200; i++) {
         uv_run(&e->loop, UV_RUN_NOWAIT);
         usleep(200);
     }
-    return recv(e->fd, &b, 1, MSG_DONTWAIT | MSG_PEEK) < 0 && errno == EAGAIN;
+    return recv(e->fd[0], &b, 1, MSG_DONTWAIT | MSG_PEEK) < 0 && errno == EAGAIN;
 }
 
 static uint8_t *batch(int codec, const char *value, int n, int64_t ts, int64_t pid, int16_t epoch,
@@ -287,8 +160,8 @@ struct part_in {
     size_t len;             /* bytes */
 };
 
-static void produce(struct env *e, int16_t version, int16_t acks, int32_t corr, const char *topic,
-                    const struct part_in *parts, int n)
+static void produce(struct agent_env *e, int16_t version, int16_t acks, int32_t corr,
+                    const char *topic, const struct part_in *parts, int n)
 {
     struct kp_produce_request rq;
     kp_produce_request_init(&rq);
@@ -311,7 +184,7 @@ static void produce(struct env *e, int16_t version, int16_t acks, int32_t corr, 
 }
 
 static const struct kp_produce_response_partition_produce_response *
-answer(struct env *e, int16_t version, int32_t corr, int nparts)
+answer(struct agent_env *e, int16_t version, int32_t corr, int nparts)
 {
     struct kp_produce_response *r = kp_arena_calloc(&e->arena, 1, sizeof(*r));
     assert_int_equal(recv_resp(e, 0, version, r), corr);
@@ -324,7 +197,7 @@ answer(struct env *e, int16_t version, int32_t corr, int nparts)
 static void test_produce_offsets(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "mem://", 256 << 20);
     create_topic(&e, "t1", 2, NULL, NULL);
     int64_t ts = now_ms();
@@ -358,7 +231,7 @@ static void test_produce_offsets(void **state)
 static void test_produce_validation(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "mem://", 256 << 20);
     create_topic(&e, "v", 8, NULL, NULL);
     create_topic(&e, "small", 1, "max.message.bytes", "200");
@@ -489,7 +362,7 @@ static void test_produce_validation(void **state)
 static void test_produce_acks0(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "mem://", 256 << 20);
     create_topic(&e, "z", 1, NULL, NULL);
     size_t l = 0;
@@ -510,7 +383,7 @@ static void test_produce_acks0(void **state)
 static void test_produce_idempotent(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "mem://", 256 << 20);
     create_topic(&e, "i", 1, NULL, NULL);
     struct kp_init_producer_id_request ir;
@@ -591,7 +464,7 @@ static void test_produce_idempotent(void **state)
 static void test_produce_log_append_time(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "mem://", 256 << 20);
     create_topic(&e, "lat", 1, "message.timestamp.type", "LogAppendTime");
     int64_t before = now_ms();
@@ -612,7 +485,7 @@ static void test_produce_log_append_time(void **state)
 static void test_produce_put_failure(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "faulty+mem://?put_error_rate=1", 256 << 20);
     create_topic(&e, "f", 1, NULL, NULL);
     size_t l = 0;
@@ -632,7 +505,7 @@ static void test_produce_put_failure(void **state)
 static void test_produce_backpressure(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "mem://", 1);
     create_topic(&e, "bp", 1, NULL, NULL);
     size_t l = 0;
@@ -661,7 +534,7 @@ static void test_produce_backpressure(void **state)
 static void test_produce_seal_order(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "faulty+mem://?put_error_rate=0.3&seed=7", 256 << 20);
     e.a.cfg.flush_bytes = 1;
     create_topic(&e, "o", 1, NULL, NULL);
@@ -695,7 +568,7 @@ static void test_produce_seal_order(void **state)
 static void test_produce_drain(void **state)
 {
     (void)state;
-    struct env e;
+    struct agent_env e;
     start(&e, "mem://", 256 << 20);
     e.a.cfg.flush_interval_ms = 60000;
     create_topic(&e, "d", 1, NULL, NULL);
@@ -713,7 +586,7 @@ static void test_produce_drain(void **state)
     const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 90, 1);
     assert_int_equal(p[0].error_code, 0);
     assert_int_equal(p[0].base_offset, 0);
-    pump(&e, &e.drained, 1);
+    agent_env_pump(&e, &e.drained, 1);
     e.drained = 0;
     free(b);
     stop(&e);
