@@ -14,6 +14,7 @@
  *   ROUNDS requests per case and client (default 20; ranged GETs use 10x)
  */
 #include <stdint.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,6 +255,15 @@ int main(int argc, char **argv)
         return 2;
     }
     int rounds = argc > 2 ? atoi(argv[2]) : 20;
+    /*
+     * The allocator settings `runnel agent` runs with (agent/src/agent_cmd.c): GET bodies of
+     * 1-8 MiB come from the heap instead of a fresh mmap per request, as the peer's reused sink
+     * buffer does. RUNNEL_BENCH_GLIBC_DEFAULTS=1 measures glibc's defaults instead.
+     */
+    if (getenv("RUNNEL_BENCH_GLIBC_DEFAULTS") == NULL) {
+        mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+        mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
+    }
     if (rounds < 2) {
         rounds = 2;
     }
