@@ -37,6 +37,7 @@ struct meta__ctx {
     struct meta__conn *conn;         /* the requesting connection */
     const struct meta__request *req; /* header and body */
     struct kp_arena *a;              /* per-request memory */
+    const void *body;                /* the decoded request (generated struct of req->api_key) */
     int64_t now;                     /* the time this request happens at */
 };
 
@@ -83,12 +84,7 @@ static bool meta__uuid_is_zero(const struct kp_uuid *id)
 
 static int meta__hello(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_hello_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_hello_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_hello_request *rq = x->body;
     struct kp_meta_hello_response rs;
     kp_meta_hello_response_init(&rs);
     rs.server_name = meta__kstr("runnel-metadata");
@@ -115,7 +111,7 @@ static int meta__hello(struct meta__ctx *x, struct meta__buf *body)
         v->max_version = api->max_version;
     }
     /* RPC generation negotiation: the caller's range must include ours (0). */
-    if (rq.min_version > 0 || rq.max_version < 0) {
+    if (rq->min_version > 0 || rq->max_version < 0) {
         rs.error_code = KP_ERROR_UNSUPPORTED_VERSION;
     }
     return meta__encode(x, &rs, body);
@@ -156,22 +152,17 @@ static void meta__init_created_config(void *p)
 
 static int meta__create_topics(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_create_topics_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_create_topics_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_create_topics_request *rq = x->body;
     struct kp_meta_create_topics_response rs;
     kp_meta_create_topics_response_init(&rs);
-    int32_t n = rq.topics_count > 0 ? rq.topics_count : 0;
+    int32_t n = rq->topics_count > 0 ? rq->topics_count : 0;
     rs.topics = kp_arena_calloc(x->a, (size_t)n + 1, sizeof(*rs.topics));
     if (rs.topics == NULL) {
         return -ENOMEM;
     }
     rs.topics_count = n;
     for (int32_t i = 0; i < n; i++) {
-        const struct kp_meta_create_topics_request_meta_creatable_topic *t = &rq.topics[i];
+        const struct kp_meta_create_topics_request_meta_creatable_topic *t = &rq->topics[i];
         struct kp_meta_create_topics_response_meta_created_topic *o = &rs.topics[i];
         kp_meta_create_topics_response_meta_created_topic_init(o);
         o->name = t->name;
@@ -191,7 +182,7 @@ static int meta__create_topics(struct meta__ctx *x, struct meta__buf *body)
         uint64_t before = x->srv->state.mutations;
         o->error_code =
             meta_state_create_topic(&x->srv->state, meta__ptr(t->name), meta__len(t->name),
-                                    t->num_partitions, kv, (size_t)nc, rq.validate_only, &topic);
+                                    t->num_partitions, kv, (size_t)nc, rq->validate_only, &topic);
         if (x->srv->state.mutations != before) {
             meta_op_create_topic(&x->srv->op, x->now, meta__ptr(t->name), meta__len(t->name),
                                  t->num_partitions, kv, (size_t)nc);
@@ -213,22 +204,17 @@ static int meta__create_topics(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__delete_topics(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_delete_topics_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_delete_topics_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_delete_topics_request *rq = x->body;
     struct kp_meta_delete_topics_response rs;
     kp_meta_delete_topics_response_init(&rs);
-    int32_t n = rq.topics_count > 0 ? rq.topics_count : 0;
+    int32_t n = rq->topics_count > 0 ? rq->topics_count : 0;
     rs.topics = kp_arena_calloc(x->a, (size_t)n + 1, sizeof(*rs.topics));
     if (rs.topics == NULL) {
         return -ENOMEM;
     }
     rs.topics_count = n;
     for (int32_t i = 0; i < n; i++) {
-        const struct kp_meta_delete_topics_request_meta_deletable_topic *t = &rq.topics[i];
+        const struct kp_meta_delete_topics_request_meta_deletable_topic *t = &rq->topics[i];
         struct kp_meta_delete_topics_response_meta_deleted_topic *o = &rs.topics[i];
         kp_meta_delete_topics_response_meta_deleted_topic_init(o);
         o->name = t->name;
@@ -254,28 +240,23 @@ static int meta__delete_topics(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__create_partitions(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_create_partitions_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_create_partitions_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_create_partitions_request *rq = x->body;
     struct kp_meta_create_partitions_response rs;
     kp_meta_create_partitions_response_init(&rs);
-    int32_t n = rq.topics_count > 0 ? rq.topics_count : 0;
+    int32_t n = rq->topics_count > 0 ? rq->topics_count : 0;
     rs.topics = kp_arena_calloc(x->a, (size_t)n + 1, sizeof(*rs.topics));
     if (rs.topics == NULL) {
         return -ENOMEM;
     }
     rs.topics_count = n;
     for (int32_t i = 0; i < n; i++) {
-        const struct kp_meta_create_partitions_request_meta_partitions_topic *t = &rq.topics[i];
+        const struct kp_meta_create_partitions_request_meta_partitions_topic *t = &rq->topics[i];
         struct kp_meta_create_partitions_response_meta_partitions_topic_result *o = &rs.topics[i];
         kp_meta_create_partitions_response_meta_partitions_topic_result_init(o);
         o->name = t->name;
         uint64_t before = x->srv->state.mutations;
         o->error_code = meta_state_create_partitions(
-            &x->srv->state, meta__ptr(t->name), meta__len(t->name), t->count, rq.validate_only);
+            &x->srv->state, meta__ptr(t->name), meta__len(t->name), t->count, rq->validate_only);
         if (x->srv->state.mutations != before) {
             meta_op_create_partitions(&x->srv->op, x->now, meta__ptr(t->name), meta__len(t->name),
                                       t->count);
@@ -319,17 +300,12 @@ static int meta__describe_one(struct meta__ctx *x, const struct meta_topic *t, b
 
 static int meta__describe_topics(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_describe_topics_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_describe_topics_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_describe_topics_request *rq = x->body;
     const struct meta_state *s = &x->srv->state;
     struct kp_meta_describe_topics_response rs;
     kp_meta_describe_topics_response_init(&rs);
-    bool all = rq.topics == NULL || rq.topics_count < 0;
-    int32_t n = all ? (int32_t)s->n_topics : rq.topics_count;
+    bool all = rq->topics == NULL || rq->topics_count < 0;
+    int32_t n = all ? (int32_t)s->n_topics : rq->topics_count;
     rs.topics = kp_arena_calloc(x->a, (size_t)n + 1, sizeof(*rs.topics));
     if (rs.topics == NULL) {
         return -ENOMEM;
@@ -341,20 +317,20 @@ static int meta__describe_topics(struct meta__ctx *x, struct meta__buf *body)
         const struct meta_topic *t;
         if (all) {
             t = &s->topics[i];
-        } else if (rq.topics[i].name.len >= 0) {
-            t = meta_state_topic_by_name(s, meta__ptr(rq.topics[i].name),
-                                         meta__len(rq.topics[i].name));
+        } else if (rq->topics[i].name.len >= 0) {
+            t = meta_state_topic_by_name(s, meta__ptr(rq->topics[i].name),
+                                         meta__len(rq->topics[i].name));
         } else {
-            t = meta_state_topic_by_id(s, &rq.topics[i].topic_id);
+            t = meta_state_topic_by_id(s, &rq->topics[i].topic_id);
         }
         if (t == NULL) {
-            o->error_code = rq.topics[i].name.len >= 0 ? KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION
-                                                       : KP_ERROR_UNKNOWN_TOPIC_ID;
-            o->name = rq.topics[i].name;
-            o->topic_id = rq.topics[i].topic_id;
+            o->error_code = rq->topics[i].name.len >= 0 ? KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION
+                                                        : KP_ERROR_UNKNOWN_TOPIC_ID;
+            o->name = rq->topics[i].name;
+            o->topic_id = rq->topics[i].topic_id;
             continue;
         }
-        if (meta__describe_one(x, t, rq.include_partitions, rq.include_configs, o) != 0) {
+        if (meta__describe_one(x, t, rq->include_partitions, rq->include_configs, o) != 0) {
             return -ENOMEM;
         }
     }
@@ -363,22 +339,17 @@ static int meta__describe_topics(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__alter_configs(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_alter_topic_configs_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_alter_topic_configs_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_alter_topic_configs_request *rq = x->body;
     struct kp_meta_alter_topic_configs_response rs;
     kp_meta_alter_topic_configs_response_init(&rs);
-    int32_t n = rq.topics_count > 0 ? rq.topics_count : 0;
+    int32_t n = rq->topics_count > 0 ? rq->topics_count : 0;
     rs.topics = kp_arena_calloc(x->a, (size_t)n + 1, sizeof(*rs.topics));
     if (rs.topics == NULL) {
         return -ENOMEM;
     }
     rs.topics_count = n;
     for (int32_t i = 0; i < n; i++) {
-        const struct kp_meta_alter_topic_configs_request_meta_alterable_topic *t = &rq.topics[i];
+        const struct kp_meta_alter_topic_configs_request_meta_alterable_topic *t = &rq->topics[i];
         struct kp_meta_alter_topic_configs_response_meta_altered_topic *o = &rs.topics[i];
         kp_meta_alter_topic_configs_response_meta_altered_topic_init(o);
         o->name = t->name;
@@ -407,7 +378,7 @@ static int meta__alter_configs(struct meta__ctx *x, struct meta__buf *body)
         uint64_t before = x->srv->state.mutations;
         o->error_code =
             meta_state_alter_configs(&x->srv->state, meta__ptr(t->name), meta__len(t->name), kv,
-                                     (size_t)nc, rq.validate_only);
+                                     (size_t)nc, rq->validate_only);
         if (x->srv->state.mutations != before) {
             meta_op_alter_configs(&x->srv->op, x->now, meta__ptr(t->name), meta__len(t->name), kv,
                                   (size_t)nc);
@@ -424,20 +395,15 @@ static int meta__alter_configs(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__commit(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_commit_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_commit_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_commit_request *rq = x->body;
     struct meta_state *s = &x->srv->state;
-    int32_t np = rq.partitions_count > 0 ? rq.partitions_count : 0;
+    int32_t np = rq->partitions_count > 0 ? rq->partitions_count : 0;
     struct meta_commit c = {
-        .object_key = meta__ptr(rq.object_key),
-        .object_key_len = meta__len(rq.object_key),
-        .object_size = rq.object_size,
-        .object_created_ms = rq.object_created_ms,
-        .fenced_error = rq.fenced_error_code,
+        .object_key = meta__ptr(rq->object_key),
+        .object_key_len = meta__len(rq->object_key),
+        .object_size = rq->object_size,
+        .object_created_ms = rq->object_created_ms,
+        .fenced_error = rq->fenced_error_code,
         .n_parts = (uint32_t)np,
     };
     c.parts = kp_arena_calloc(x->a, (size_t)np + 1, sizeof(*c.parts));
@@ -446,7 +412,7 @@ static int meta__commit(struct meta__ctx *x, struct meta__buf *body)
     }
     size_t total = 0;
     for (int32_t i = 0; i < np; i++) {
-        const struct kp_meta_commit_request_meta_commit_partition *p = &rq.partitions[i];
+        const struct kp_meta_commit_request_meta_commit_partition *p = &rq->partitions[i];
         struct meta_commit_part *cp = &c.parts[i];
         cp->topic_id = p->topic_id;
         cp->topic_name = meta__ptr(p->topic_name);
@@ -537,23 +503,18 @@ static int meta__commit(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__lookup(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_lookup_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_lookup_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_lookup_request *rq = x->body;
     const struct meta_state *s = &x->srv->state;
     struct kp_meta_lookup_response rs;
     kp_meta_lookup_response_init(&rs);
-    int32_t n = rq.partitions_count > 0 ? rq.partitions_count : 0;
+    int32_t n = rq->partitions_count > 0 ? rq->partitions_count : 0;
     rs.partitions = kp_arena_calloc(x->a, (size_t)n + 1, sizeof(*rs.partitions));
     if (rs.partitions == NULL) {
         return -ENOMEM;
     }
     rs.partitions_count = n;
     for (int32_t i = 0; i < n; i++) {
-        const struct kp_meta_lookup_request_meta_lookup_partition *q = &rq.partitions[i];
+        const struct kp_meta_lookup_request_meta_lookup_partition *q = &rq->partitions[i];
         struct kp_meta_lookup_response_meta_lookup_partition_result *o = &rs.partitions[i];
         kp_meta_lookup_response_meta_lookup_partition_result_init(o);
         o->topic_id = q->topic_id;
@@ -605,16 +566,11 @@ static int meta__lookup(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__list_offsets(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_list_offsets_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_list_offsets_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_list_offsets_request *rq = x->body;
     const struct meta_state *s = &x->srv->state;
     struct kp_meta_list_offsets_response rs;
     kp_meta_list_offsets_response_init(&rs);
-    int32_t n = rq.partitions_count > 0 ? rq.partitions_count : 0;
+    int32_t n = rq->partitions_count > 0 ? rq->partitions_count : 0;
     rs.partitions = kp_arena_calloc(x->a, (size_t)n + 1, sizeof(*rs.partitions));
     if (rs.partitions == NULL) {
         return -ENOMEM;
@@ -622,7 +578,7 @@ static int meta__list_offsets(struct meta__ctx *x, struct meta__buf *body)
     rs.partitions_count = n;
     for (int32_t i = 0; i < n; i++) {
         const struct kp_meta_list_offsets_request_meta_list_offsets_partition *q =
-            &rq.partitions[i];
+            &rq->partitions[i];
         struct kp_meta_list_offsets_response_meta_list_offsets_partition_result *o =
             &rs.partitions[i];
         kp_meta_list_offsets_response_meta_list_offsets_partition_result_init(o);
@@ -662,21 +618,16 @@ static int meta__list_offsets(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__init_producer_id(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_init_producer_id_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_init_producer_id_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_init_producer_id_request *rq = x->body;
     struct kp_meta_init_producer_id_response rs;
     kp_meta_init_producer_id_response_init(&rs);
     uint64_t before = x->srv->state.mutations;
     rs.error_code = meta_state_init_producer(
-        &x->srv->state, x->now, meta__ptr(rq.transactional_id), meta__len(rq.transactional_id),
-        rq.producer_id, rq.producer_epoch, &rs.producer_id, &rs.producer_epoch);
+        &x->srv->state, x->now, meta__ptr(rq->transactional_id), meta__len(rq->transactional_id),
+        rq->producer_id, rq->producer_epoch, &rs.producer_id, &rs.producer_epoch);
     if (x->srv->state.mutations != before) {
-        meta_op_init_producer(&x->srv->op, x->now, meta__ptr(rq.transactional_id),
-                              meta__len(rq.transactional_id), rq.producer_id, rq.producer_epoch);
+        meta_op_init_producer(&x->srv->op, x->now, meta__ptr(rq->transactional_id),
+                              meta__len(rq->transactional_id), rq->producer_id, rq->producer_epoch);
         meta__journal_op(x->srv);
     }
     return meta__encode(x, &rs, body);
@@ -684,23 +635,18 @@ static int meta__init_producer_id(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__watch_api(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_watch_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_watch_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_watch_request *rq = x->body;
     const struct meta_state *s = &x->srv->state;
-    for (int32_t i = 0; i < rq.remove_count; i++) {
+    for (int32_t i = 0; i < rq->remove_count; i++) {
         const struct meta_partition *p =
-            meta_state_partition(s, &rq.remove[i].topic_id, rq.remove[i].partition_index);
+            meta_state_partition(s, &rq->remove[i].topic_id, rq->remove[i].partition_index);
         if (p != NULL) {
             meta__unwatch(x->srv, x->conn, p->gid);
         }
     }
     struct kp_meta_watch_response rs;
     kp_meta_watch_response_init(&rs);
-    int32_t n = rq.add_count > 0 ? rq.add_count : 0;
+    int32_t n = rq->add_count > 0 ? rq->add_count : 0;
     rs.partitions = kp_arena_calloc(x->a, (size_t)n + 1, sizeof(*rs.partitions));
     if (rs.partitions == NULL) {
         return -ENOMEM;
@@ -709,10 +655,10 @@ static int meta__watch_api(struct meta__ctx *x, struct meta__buf *body)
     for (int32_t i = 0; i < n; i++) {
         struct kp_meta_watch_response_meta_watch_partition_result *o = &rs.partitions[i];
         kp_meta_watch_response_meta_watch_partition_result_init(o);
-        o->topic_id = rq.add[i].topic_id;
-        o->partition_index = rq.add[i].partition_index;
+        o->topic_id = rq->add[i].topic_id;
+        o->partition_index = rq->add[i].partition_index;
         const struct meta_partition *p =
-            meta_state_partition(s, &rq.add[i].topic_id, rq.add[i].partition_index);
+            meta_state_partition(s, &rq->add[i].topic_id, rq->add[i].partition_index);
         if (p == NULL) {
             o->error_code = KP_ERROR_UNKNOWN_TOPIC_OR_PARTITION;
             o->high_watermark = -1;
@@ -762,23 +708,18 @@ int meta__encode_notify(struct meta_server *srv, const struct meta__notice *n, s
 
 static int meta__register_agent(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_register_agent_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_register_agent_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_register_agent_request *rq = x->body;
     struct kp_meta_register_agent_response rs;
     kp_meta_register_agent_response_init(&rs);
     uint64_t before = x->srv->state.mutations;
-    rs.error_code = meta_state_register_agent(&x->srv->state, x->now, rq.agent_id,
-                                              meta__ptr(rq.host), meta__len(rq.host), rq.port,
-                                              meta__ptr(rq.zone), meta__len(rq.zone),
-                                              rq.session_timeout_ms, &rs.agent_id, &rs.agent_epoch);
+    rs.error_code = meta_state_register_agent(
+        &x->srv->state, x->now, rq->agent_id, meta__ptr(rq->host), meta__len(rq->host), rq->port,
+        meta__ptr(rq->zone), meta__len(rq->zone), rq->session_timeout_ms, &rs.agent_id,
+        &rs.agent_epoch);
     if (x->srv->state.mutations != before) {
-        meta_op_register_agent(&x->srv->op, x->now, rq.agent_id, meta__ptr(rq.host),
-                               meta__len(rq.host), rq.port, meta__ptr(rq.zone), meta__len(rq.zone),
-                               rq.session_timeout_ms);
+        meta_op_register_agent(&x->srv->op, x->now, rq->agent_id, meta__ptr(rq->host),
+                               meta__len(rq->host), rq->port, meta__ptr(rq->zone),
+                               meta__len(rq->zone), rq->session_timeout_ms);
         meta__journal_op(x->srv);
     }
     return meta__encode(x, &rs, body);
@@ -786,19 +727,14 @@ static int meta__register_agent(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__heartbeat(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_agent_heartbeat_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_agent_heartbeat_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_agent_heartbeat_request *rq = x->body;
     struct meta_state *s = &x->srv->state;
     struct kp_meta_agent_heartbeat_response rs;
     kp_meta_agent_heartbeat_response_init(&rs);
     uint64_t before = s->mutations;
-    rs.error_code = meta_state_heartbeat(s, x->now, rq.agent_id, rq.agent_epoch);
+    rs.error_code = meta_state_heartbeat(s, x->now, rq->agent_id, rq->agent_epoch);
     if (s->mutations != before) {
-        meta_op_heartbeat(&x->srv->op, x->now, rq.agent_id, rq.agent_epoch);
+        meta_op_heartbeat(&x->srv->op, x->now, rq->agent_id, rq->agent_epoch);
         meta__journal_op(x->srv);
     }
     rs.agents = kp_arena_calloc(x->a, s->n_agents + 1, sizeof(*rs.agents));
@@ -823,21 +759,16 @@ static int meta__heartbeat(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__acquire_lease(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_acquire_lease_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_acquire_lease_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_acquire_lease_request *rq = x->body;
     struct kp_meta_acquire_lease_response rs;
     kp_meta_acquire_lease_response_init(&rs);
     uint64_t before = x->srv->state.mutations;
-    rs.error_code = meta_state_acquire_lease(&x->srv->state, x->now, meta__ptr(rq.name),
-                                             meta__len(rq.name), rq.holder, rq.duration_ms,
+    rs.error_code = meta_state_acquire_lease(&x->srv->state, x->now, meta__ptr(rq->name),
+                                             meta__len(rq->name), rq->holder, rq->duration_ms,
                                              &rs.holder, &rs.lease_epoch, &rs.expires_ms);
     if (x->srv->state.mutations != before) {
-        meta_op_acquire_lease(&x->srv->op, x->now, meta__ptr(rq.name), meta__len(rq.name),
-                              rq.holder, rq.duration_ms);
+        meta_op_acquire_lease(&x->srv->op, x->now, meta__ptr(rq->name), meta__len(rq->name),
+                              rq->holder, rq->duration_ms);
         meta__journal_op(x->srv);
     }
     return meta__encode(x, &rs, body);
@@ -845,20 +776,15 @@ static int meta__acquire_lease(struct meta__ctx *x, struct meta__buf *body)
 
 static int meta__release_lease(struct meta__ctx *x, struct meta__buf *body)
 {
-    struct kp_meta_release_lease_request rq;
-    struct kp_reader r;
-    kp_reader_init(&r, x->req->body, x->req->body_len);
-    if (kp_meta_release_lease_request_decode(&r, x->req->api_version, x->a, &rq) != 0) {
-        return -EINVAL;
-    }
+    const struct kp_meta_release_lease_request *rq = x->body;
     struct kp_meta_release_lease_response rs;
     kp_meta_release_lease_response_init(&rs);
     uint64_t before = x->srv->state.mutations;
-    rs.error_code = meta_state_release_lease(&x->srv->state, meta__ptr(rq.name), meta__len(rq.name),
-                                             rq.holder, rq.lease_epoch);
+    rs.error_code = meta_state_release_lease(&x->srv->state, meta__ptr(rq->name),
+                                             meta__len(rq->name), rq->holder, rq->lease_epoch);
     if (x->srv->state.mutations != before) {
-        meta_op_release_lease(&x->srv->op, x->now, meta__ptr(rq.name), meta__len(rq.name),
-                              rq.holder, rq.lease_epoch);
+        meta_op_release_lease(&x->srv->op, x->now, meta__ptr(rq->name), meta__len(rq->name),
+                              rq->holder, rq->lease_epoch);
         meta__journal_op(x->srv);
     }
     return meta__encode(x, &rs, body);
@@ -908,11 +834,23 @@ int meta__dispatch(struct meta_server *srv, struct meta__conn *c, const struct m
         return -EPROTO;
     }
     for (size_t i = 0; i < sizeof(meta__handlers) / sizeof(meta__handlers[0]); i++) {
-        if (meta__handlers[i].key == req->api_key) {
-            struct meta__ctx x = {
-                .srv = srv, .conn = c, .req = req, .a = &srv->arena, .now = meta__now_ms()};
-            return meta__handlers[i].fn(&x, body);
+        if (meta__handlers[i].key != req->api_key) {
+            continue;
         }
+        /* Every handler gets its request decoded here, with the api's generated ops. */
+        void *rq = kp_arena_alloc(&srv->arena, api->request->struct_size);
+        if (rq == NULL) {
+            return -ENOMEM;
+        }
+        api->request->init(rq);
+        struct kp_reader r;
+        kp_reader_init(&r, req->body, req->body_len);
+        if (api->request->decode(&r, req->api_version, &srv->arena, rq) != 0) {
+            return -EINVAL;
+        }
+        struct meta__ctx x = {
+            .srv = srv, .conn = c, .req = req, .a = &srv->arena, .body = rq, .now = meta__now_ms()};
+        return meta__handlers[i].fn(&x, body);
     }
     return -EPROTO;
 }
