@@ -162,7 +162,7 @@ static const struct rn_command_spec agent__agent_spec = {
     agent__agent_settings,
 };
 
-static void agent__closed_all(uv_handle_t *h, void *arg)
+static void agent__close_handle(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (!uv_is_closing(h)) {
@@ -197,7 +197,7 @@ static void agent__grace_cb(uv_timer_t *t)
 {
     struct agent *a = t->data;
     rn_log(RN_LOG_WARN, "shutdown_grace_expired", "connections=%lld", (long long)a->n_conns);
-    uv_walk(a->loop, agent__closed_all, NULL);
+    uv_walk(a->loop, agent__close_handle, NULL);
 }
 
 static void agent__drained(struct agent *a)

@@ -101,11 +101,6 @@ void agent_topics_invalidate(struct agent *a, struct kp_str name)
     }
 }
 
-static bool agent__cfg_is(struct kp_str name, const char *want)
-{
-    return kp_str_eq_cstr(name, want);
-}
-
 /* Stores one described topic in the cache and returns its entry. */
 static struct agent_topic *
 agent__topic_store(struct agent *a,
@@ -134,11 +129,11 @@ agent__topic_store(struct agent *a,
         size_t vl = (size_t)c->value.len < sizeof(v) - 1 ? (size_t)c->value.len : sizeof(v) - 1;
         memcpy(v, c->value.ptr, vl);
         v[vl] = '\0';
-        if (agent__cfg_is(c->name, "max.message.bytes")) {
+        if (kp_str_eq_cstr(c->name, "max.message.bytes")) {
             t->max_message_bytes = strtoll(v, NULL, 10);
-        } else if (agent__cfg_is(c->name, "message.timestamp.type")) {
+        } else if (kp_str_eq_cstr(c->name, "message.timestamp.type")) {
             t->log_append_time = strcmp(v, "LogAppendTime") == 0;
-        } else if (agent__cfg_is(c->name, "cleanup.policy")) {
+        } else if (kp_str_eq_cstr(c->name, "cleanup.policy")) {
             t->compact = strstr(v, "compact") != NULL;
         }
     }
