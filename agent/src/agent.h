@@ -68,6 +68,13 @@ struct agent_api {
     agent_handler_fn fn; /* NULL: decoded but answered with the generic error */
 };
 
+/* A run of response bytes sent from the memory it lives in (agent_req_respond_gather). */
+struct agent_run {
+    size_t at;          /* sent after the first `at` bytes of the encoded buffer */
+    const uint8_t *ptr; /* the bytes, valid until the request's release callback */
+    size_t len;         /* count */
+};
+
 struct agent_req {
     struct agent_conn *conn;      /* NULL once the connection closed under a pending request */
     struct agent_req *next;       /* next request of the same connection, in arrival order */
@@ -78,7 +85,13 @@ struct agent_req {
     const struct kp_api *api;     /* generated codec entry for hdr.request_api_key */
     void *body;                   /* decoded request body (arena) */
     uint8_t *resp;                /* encoded response frame including the size, owned */
-    size_t resp_len;              /* bytes */
+    size_t resp_len;              /* bytes of the frame, claimed runs included */
+    size_t resp_claimed;          /* bytes of it in runs, not in resp */
+    struct agent_run *runs;       /* claimed runs sent from where they are (malloc), in order */
+    size_t n_runs;                /* count */
+    size_t cap_runs;              /* allocated */
+    void (*release)(void *arg);   /* runs once the frame was written or dropped, or NULL */
+    void *release_arg;            /* its argument */
     bool done;                    /* response ready (or none due) */
     bool silent;                  /* no response is sent (Produce acks=0) */
     uint64_t started_ms;          /* loop time when the request was dispatched */
@@ -214,6 +227,16 @@ void agent_server_stop(struct agent *a);
  * encoding failure the connection is closed (a bug, logged). The request is freed once sent.
  */
 void agent_req_respond(struct agent_req *req, const void *msg);
+/*
+ * Like agent_req_respond(), but long byte runs of `msg` that `g` claims are not copied: g's claim
+ * records each with agent_req_add_run() and those bytes are written to the socket from where they
+ * are. They must stay valid and unchanged until release(arg) runs, which happens exactly once,
+ * after the frame was written or dropped (also when this call fails or the client is gone).
+ */
+void agent_req_respond_gather(struct agent_req *req, const void *msg, struct kp_gather *g,
+                              void (*release)(void *arg), void *arg);
+/* Records a claimed run (for a kp_gather claim callback during agent_req_respond_gather()). */
+void agent_req_add_run(struct agent_req *req, size_t at, const uint8_t *ptr, size_t len);
 /* Like agent_req_respond() with header and body already encoded (without the size field). */
 void agent_req_respond_bytes(struct agent_req *req, struct kp_bytes hdr_and_body);
 /* Marks the request done without a response (acks=0). */

@@ -27,6 +27,12 @@ enum agent__cstate {
     AGENT__C_READY,
 };
 
+struct agent_cbuf {
+    uint8_t *data; /* bytes (malloc) */
+    size_t len;    /* count */
+    int refs;      /* references; the bytes are freed at zero */
+};
+
 struct agent__cwait {
     agent_cache_cb cb;         /* caller's callback */
     void *arg;                 /* its argument */
@@ -34,17 +40,18 @@ struct agent__cwait {
 };
 
 struct agent__centry {
-    struct agent_cache *cache;    /* owner */
-    char *key;                    /* object key, NUL-terminated */
-    uint64_t off;                 /* chunk byte offset, or AGENT__FOOTER_OFF */
-    uint64_t hash;                /* of (key, off) */
-    enum agent__cstate state;     /* see the file comment */
-    uint8_t *data;                /* READY chunk: raw batches; STORED: the stored bytes */
-    size_t len;                   /* bytes in data */
-    struct store_chunk desc;      /* chunk: its footer entry (when STORED or being read) */
-    struct store_footer ft;       /* footer entry: the parsed footer */
-    size_t charge;                /* bytes counted against the capacity */
-    int busy;                     /* > 0 while its waiters are being called */
+    struct agent_cache *cache; /* owner */
+    char *key;                 /* object key, NUL-terminated */
+    uint64_t off;              /* chunk byte offset, or AGENT__FOOTER_OFF */
+    uint64_t hash;             /* of (key, off) */
+    enum agent__cstate state;  /* see the file comment */
+    uint8_t *data;             /* READY chunk: raw batches (owned by buf); STORED: stored bytes */
+    size_t len;                /* bytes in data */
+    struct agent_cbuf *buf;    /* READY chunk: holds data, one reference is the entry's */
+    struct store_chunk desc;   /* chunk: its footer entry (when STORED or being read) */
+    struct store_footer ft;    /* footer entry: the parsed footer */
+    size_t charge;             /* bytes counted against the capacity */
+    int busy;                  /* > 0 while its waiters are being called */
     struct agent__cwait *waiters; /* queued requests (LOADING) */
     struct agent__cwait **wtail;  /* where the next waiter goes */
     struct agent__centry *hnext;  /* hash chain */
@@ -70,6 +77,32 @@ struct agent_cache {
     bool closing;                   /* agent_cache_free() was called */
     struct agent_cache_stats st;    /* counters; bytes/entries/cap kept current */
 };
+
+void agent_cbuf_ref(struct agent_cbuf *b)
+{
+    b->refs++;
+}
+
+void agent_cbuf_unref(struct agent_cbuf *b)
+{
+    if (b != NULL && --b->refs == 0) {
+        free(b->data);
+        free(b);
+    }
+}
+
+/* Makes entry `e` READY with `data` (malloc, `len` bytes, now owned by the entry's buffer). */
+static void agent__cset_ready(struct agent__centry *e, uint8_t *data, size_t len)
+{
+    struct agent_cbuf *b = kp_xmalloc(sizeof(*b));
+    b->data = data;
+    b->len = len;
+    b->refs = 1;
+    e->buf = b;
+    e->data = data;
+    e->len = len;
+    e->state = AGENT__C_READY;
+}
 
 static uint64_t agent__chash(const char *key, uint64_t off)
 {
@@ -176,7 +209,11 @@ static void agent__cremove(struct agent_cache *c, struct agent__centry *e)
     agent__lru_unlink(c, e);
     c->st.bytes -= e->charge;
     c->st.entries--;
-    free(e->data);
+    if (e->buf != NULL) {
+        agent_cbuf_unref(e->buf);
+    } else {
+        free(e->data);
+    }
     store_footer_free(&e->ft);
     free(e->key);
     free(e);
@@ -228,9 +265,9 @@ static void agent__cdeliver(struct agent_cache *c, struct agent__centry *e, int 
             e->wtail = &e->waiters;
         }
         if (err == 0 && e->off != AGENT__FOOTER_OFF) {
-            w->cb(w->arg, 0, e->data, e->len);
+            w->cb(w->arg, 0, e->data, e->len, e->buf);
         } else {
-            w->cb(w->arg, err, NULL, 0);
+            w->cb(w->arg, err, NULL, 0, NULL);
         }
         free(w);
     }
@@ -250,10 +287,8 @@ static void agent__cchunk_read_cb(struct store_obj_read *r)
     c->inflight--;
     int err = r->err;
     if (err == 0) {
-        e->data = r->raw;
-        e->len = r->raw_len;
+        agent__cset_ready(e, r->raw, r->raw_len);
         r->raw = NULL;
-        e->state = AGENT__C_READY;
         agent__cset_charge(c, e, e->len + sizeof(*e));
         agent__lru_push(c, e);
     } else {
@@ -305,10 +340,12 @@ static const struct store_chunk *agent__footer_chunk(const struct store_footer *
 }
 
 /* A footer this chunk entry waited for arrived (err 0) or failed. */
-static void agent__cfooter_ready(void *arg, int err, const uint8_t *raw, size_t raw_len)
+static void agent__cfooter_ready(void *arg, int err, const uint8_t *raw, size_t raw_len,
+                                 struct agent_cbuf *buf)
 {
     (void)raw;
     (void)raw_len;
+    (void)buf;
     struct agent__centry *e = arg;
     struct agent_cache *c = e->cache;
     if (err != 0) {
@@ -354,7 +391,7 @@ static void agent__cload_chunk(struct agent_cache *c, struct agent__centry *e)
     struct agent__centry *f = agent__cfind(c, e->key, AGENT__FOOTER_OFF, h);
     if (f != NULL && f->state == AGENT__C_READY) {
         agent__lru_push(c, f);
-        agent__cfooter_ready(e, 0, NULL, 0);
+        agent__cfooter_ready(e, 0, NULL, 0, NULL);
         return;
     }
     if (f == NULL) {
@@ -387,10 +424,8 @@ static void agent__cdecode_done(struct agent_cache *c, struct agent__centry *e)
     int err = e->wrc;
     if (err == 0) {
         free(e->data);
-        e->data = e->wout;
-        e->len = e->wlen;
+        agent__cset_ready(e, e->wout, e->wlen);
         e->wout = NULL;
-        e->state = AGENT__C_READY;
         agent__cset_charge(c, e, e->len + sizeof(*e));
         agent__lru_push(c, e);
     } else {
@@ -454,7 +489,7 @@ int agent_cache_get(struct agent_cache *c, const char *key, uint64_t chunk_off, 
         c->st.hits++;
         agent__lru_push(c, e);
         e->busy++;
-        cb(arg, 0, e->data, e->len);
+        cb(arg, 0, e->data, e->len, e->buf);
         e->busy--;
         agent__cevict(c);
         return 0;
@@ -502,11 +537,17 @@ void agent_cache_put(struct agent_cache *c, const char *key, const uint8_t *obj,
         }
         struct agent__centry *e = agent__cinsert(c, key, d->offset, h);
         e->desc = *d;
-        e->len = d->stored_len;
-        e->data = kp_xmalloc(e->len ? e->len : 1);
-        memcpy(e->data, obj + d->offset, e->len);
+        size_t n = d->stored_len;
+        uint8_t *data = kp_xmalloc(n ? n : 1);
+        memcpy(data, obj + d->offset, n);
         /* Uncompressed chunks are their raw bytes already (and were checksummed just now). */
-        e->state = d->codec == STORE_CODEC_NONE ? AGENT__C_READY : AGENT__C_STORED;
+        if (d->codec == STORE_CODEC_NONE) {
+            agent__cset_ready(e, data, n);
+        } else {
+            e->data = data;
+            e->len = n;
+            e->state = AGENT__C_STORED;
+        }
         agent__cset_charge(c, e, e->len + sizeof(*e));
         agent__lru_push(c, e);
     }
@@ -539,7 +580,7 @@ static void agent__cmaybe_free(struct agent_cache *c)
             while (e->waiters != NULL) { /* cannot happen with nothing in flight; be safe */
                 struct agent__cwait *w = e->waiters;
                 e->waiters = w->next;
-                w->cb(w->arg, -ECANCELED, NULL, 0);
+                w->cb(w->arg, -ECANCELED, NULL, 0, NULL);
                 free(w);
             }
             agent__cremove(c, e);

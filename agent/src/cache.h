@@ -39,12 +39,31 @@ struct agent_cache_stats {
 };
 
 /*
- * Completion of agent_cache_get(): err is 0 with `raw` the whole decoded chunk (record batches
- * with base offset 0, `raw_len` bytes), valid only during the callback; or a negative errno
- * (a store error, -EBADMSG for a corrupt chunk or footer, -ENOENT when the footer has no chunk
- * at that offset, -ECANCELED when the cache is closing) with raw NULL.
+ * The bytes of a decoded chunk, reference-counted: the cache holds one reference while the entry
+ * is cached, and a reader that takes one (agent_cbuf_ref) may keep using the bytes after the entry
+ * was evicted, e.g. until a response that sends them from there has been written. The memory
+ * they use then lies outside the cache's capacity, bounded by the responses being written.
  */
-typedef void (*agent_cache_cb)(void *arg, int err, const uint8_t *raw, size_t raw_len);
+struct agent_cbuf;
+
+/* Takes a reference. */
+void agent_cbuf_ref(struct agent_cbuf *b);
+/* Drops a reference; the last one frees the bytes. */
+void agent_cbuf_unref(struct agent_cbuf *b);
+
+/*
+ * Completion of agent_cache_get(): err is 0 with `raw` the whole decoded chunk (record batches
+ * as stored, `raw_len` bytes) owned by `buf`, valid during the callback and for as long as the
+ * callback's caller holds a reference to `buf`; or a negative errno (a store error, -EBADMSG for
+ * a corrupt chunk or footer, -ENOENT when the footer has no chunk at that offset, -ECANCELED
+ * when the cache is closing) with raw and buf NULL.
+ *
+ * Readers may rewrite the base offset and partition leader epoch fields of the batches in place
+ * (the read path does): those fields are outside the batch CRC and every reader writes the same
+ * values, which the committed extents determine.
+ */
+typedef void (*agent_cache_cb)(void *arg, int err, const uint8_t *raw, size_t raw_len,
+                               struct agent_cbuf *buf);
 
 /* Creates a cache of `cap_bytes` (0: nothing is kept beyond the requests in flight) over `s`. */
 struct agent_cache *agent_cache_new(uv_loop_t *loop, struct store *s, size_t cap_bytes);

@@ -78,7 +78,9 @@ struct agent__fext {
     uint64_t chunk_off;      /* chunk byte offset in the object */
     uint32_t raw_off;        /* byte range in the decoded chunk */
     uint32_t raw_len;        /* bytes */
-    size_t pos;              /* where its bytes go in fp->buf */
+    size_t pos;              /* its place in the partition's run of extents (sum of those before) */
+    struct agent_cbuf *cbuf; /* the cached chunk holding its bytes (a reference), once read */
+    uint8_t *bytes;          /* its bytes in there */
 };
 
 /* One partition of a fetch request. */
@@ -96,10 +98,9 @@ struct agent__fpart {
     bool from_idx;            /* this attempt's extents came from the cached index */
     struct agent__fext *ext;  /* extents of this attempt */
     int32_t n_ext;            /* count */
-    uint8_t *buf;             /* their bytes, concatenated (malloc) */
-    size_t buf_len;           /* bytes */
-    size_t out_off;           /* records served: buf[out_off, out_off + out_len) */
+    size_t out_off;           /* records served: [out_off, out_off + out_len) of the extents */
     size_t out_len;           /* bytes */
+    const uint8_t *out_ptr;   /* where the first served byte is */
 };
 
 /* A Fetch request in progress. */
@@ -260,14 +261,13 @@ static void agent__fpart_reset(struct agent__fpart *fp)
 {
     for (int32_t i = 0; i < fp->n_ext; i++) {
         free(fp->ext[i].key);
+        agent_cbuf_unref(fp->ext[i].cbuf);
     }
     free(fp->ext);
     fp->ext = NULL;
     fp->n_ext = 0;
-    free(fp->buf);
-    fp->buf = NULL;
-    fp->buf_len = 0;
     fp->out_off = fp->out_len = 0;
+    fp->out_ptr = NULL;
     fp->want_data = false;
     fp->from_idx = false;
     if (!fp->sticky) {
@@ -326,18 +326,18 @@ void agent_fetch_cut_init(struct agent_fetch_cut *c, int64_t fetch_offset, size_
     c->start = SIZE_MAX;
 }
 
-int agent_fetch_cut_extent(struct agent_fetch_cut *c, uint8_t *buf, size_t pos, size_t len,
+int agent_fetch_cut_extent(struct agent_fetch_cut *c, uint8_t *bytes, size_t pos, size_t len,
                            int64_t base_offset, const char **why)
 {
     struct kp_batch_iter it;
-    kp_batch_iter_init(&it, buf + pos, len, KP_BATCH_SKIP_CRC);
+    kp_batch_iter_init(&it, bytes, len, KP_BATCH_SKIP_CRC);
     int64_t off = base_offset;
     struct kp_batch b;
     struct kp_batch_err berr;
     int rc = 0;
     while (!c->full && (rc = kp_batch_iter_next(&it, &b, &berr)) == 1) {
-        size_t bpos = pos + (size_t)(b.ptr - (buf + pos));
-        uint8_t *p = buf + bpos;
+        size_t bpos = pos + (size_t)(b.ptr - bytes);
+        uint8_t *p = bytes + (bpos - pos);
         kp_batch_set_base_offset(p, off);
         kp_batch_set_leader_epoch(p, c->leader_epoch);
         int64_t last = off + b.last_offset_delta;
@@ -371,7 +371,7 @@ static bool agent__fpart_cut(struct agent__fpart *fp, size_t limit, bool min_one
     for (int32_t k = 0; k < fp->n_ext && !c.full; k++) {
         struct agent__fext *e = &fp->ext[k];
         const char *why = NULL;
-        if (agent_fetch_cut_extent(&c, fp->buf, e->pos, e->raw_len, e->base_offset, &why) != 0) {
+        if (agent_fetch_cut_extent(&c, e->bytes, e->pos, e->raw_len, e->base_offset, &why) != 0) {
             rn_log(RN_LOG_ERROR, "fetch_bad_batches", "key=%s offset=%lld why=\"%s\"", e->key,
                    (long long)e->base_offset, why);
             fp->err = KP_ERROR_KAFKA_STORAGE_ERROR;
@@ -381,6 +381,13 @@ static bool agent__fpart_cut(struct agent__fpart *fp, size_t limit, bool min_one
     if (c.start != SIZE_MAX && c.end > c.start) {
         fp->out_off = c.start;
         fp->out_len = c.end - c.start;
+        for (int32_t k = 0; k < fp->n_ext; k++) {
+            const struct agent__fext *e = &fp->ext[k];
+            if (c.start < e->pos + e->raw_len) {
+                fp->out_ptr = e->bytes + (c.start - e->pos);
+                break;
+            }
+        }
     }
     return true;
 }
@@ -412,6 +419,103 @@ static size_t agent__fop_cut(struct agent__fop *op)
         }
     }
     return total;
+}
+
+/*
+ * A response being sent: the served records go out from the cached chunks they live in (no copy),
+ * so this holds a reference to every chunk they come from until the frame has been written.
+ */
+struct agent__fsend {
+    struct kp_gather g;        /* claims each partition's records while the response encodes */
+    struct agent__fop *op;     /* the fetch, during the encoding only */
+    struct agent_req *req;     /* the request, during the encoding only */
+    size_t next;               /* the partition whose records the encoder writes next */
+    struct agent_cbuf **cbufs; /* chunk references held (malloc) */
+    size_t n_cbufs;            /* count */
+};
+
+static void agent__fsend_release(void *arg)
+{
+    struct agent__fsend *fs = arg;
+    for (size_t i = 0; i < fs->n_cbufs; i++) {
+        agent_cbuf_unref(fs->cbufs[i]);
+    }
+    free(fs->cbufs);
+    free(fs);
+}
+
+/* Whether fp has records in this response. */
+static bool agent__fpart_serves(const struct agent__fpart *fp)
+{
+    return fp->err == 0 && fp->out_len > 0;
+}
+
+/*
+ * The encoder reached a byte run: when it is the records of the next partition that serves any,
+ * record that partition's bytes as runs of the request, extent by extent (adjacent extents of the
+ * same chunk merge into one run). Partitions are encoded in request order, so one comparison
+ * decides.
+ */
+static bool agent__fsend_claim(struct kp_gather *g, size_t at, const uint8_t *ptr, size_t n)
+{
+    struct agent__fsend *fs = (struct agent__fsend *)g;
+    struct agent__fop *op = fs->op;
+    while (fs->next < op->nparts && !agent__fpart_serves(&op->parts[fs->next])) {
+        fs->next++;
+    }
+    if (fs->next == op->nparts) {
+        return false;
+    }
+    struct agent__fpart *fp = &op->parts[fs->next];
+    if (ptr != fp->out_ptr || n != fp->out_len) {
+        return false;
+    }
+    fs->next++;
+    size_t start = fp->out_off;
+    size_t end = fp->out_off + fp->out_len;
+    const uint8_t *run = NULL;
+    size_t run_len = 0;
+    for (int32_t k = 0; k < fp->n_ext; k++) {
+        struct agent__fext *e = &fp->ext[k];
+        size_t lo = e->pos > start ? e->pos : start;
+        size_t hi = e->pos + e->raw_len < end ? e->pos + e->raw_len : end;
+        if (lo >= hi) {
+            continue;
+        }
+        const uint8_t *p = e->bytes + (lo - e->pos);
+        if (run != NULL && run + run_len == p) {
+            run_len += hi - lo;
+        } else {
+            if (run != NULL) {
+                agent_req_add_run(fs->req, at, run, run_len);
+            }
+            run = p;
+            run_len = hi - lo;
+        }
+        fs->cbufs[fs->n_cbufs++] = e->cbuf; /* the reference moves to the send */
+        e->cbuf = NULL;
+    }
+    if (run != NULL) {
+        agent_req_add_run(fs->req, at, run, run_len);
+    }
+    return true;
+}
+
+static struct agent__fsend *agent__fsend_new(struct agent__fop *op)
+{
+    struct agent__fsend *fs = kp_xcalloc(1, sizeof(*fs));
+    fs->g.claim = agent__fsend_claim;
+    fs->g.min = 1;
+    fs->op = op;
+    fs->req = op->req;
+    size_t n = 0;
+    for (size_t i = 0; i < op->nparts; i++) {
+        if (agent__fpart_serves(&op->parts[i])) {
+            n += (size_t)op->parts[i].n_ext;
+        }
+    }
+    fs->cbufs = kp_xmalloc((n ? n : 1) * sizeof(*fs->cbufs));
+    return fs;
 }
 
 static void agent__fop_respond(struct agent__fop *op, int16_t top_error)
@@ -467,7 +571,8 @@ static void agent__fop_respond(struct agent__fop *op, int16_t top_error)
             }
             pd->records = (struct kp_bytes){(const uint8_t *)"", 0};
             if (fp->err == 0 && fp->out_len > 0) {
-                pd->records = (struct kp_bytes){fp->buf + fp->out_off, (int32_t)fp->out_len};
+                /* Sent through the gather claim below, run by run: never read as one view. */
+                pd->records = (struct kp_bytes){fp->out_ptr, (int32_t)fp->out_len};
             }
         }
     }
@@ -475,8 +580,9 @@ static void agent__fop_respond(struct agent__fop *op, int16_t top_error)
         r.responses_count = 0;
         r.error_code = KP_ERROR_UNKNOWN_SERVER_ERROR;
     }
+    struct agent__fsend *fs = agent__fsend_new(op); /* its op and req serve the encoding only */
     op->req = NULL;
-    agent_req_respond(req, &r);
+    agent_req_respond_gather(req, &r, &fs->g, agent__fsend_release, fs);
     if (!op->answered) {
         agent__fop_end(op);
     }
@@ -584,7 +690,8 @@ static void agent__fop_step_done(struct agent__fop *op)
     }
 }
 
-static void agent__fext_chunk_cb(void *arg, int err, const uint8_t *raw, size_t raw_len)
+static void agent__fext_chunk_cb(void *arg, int err, const uint8_t *raw, size_t raw_len,
+                                 struct agent_cbuf *buf)
 {
     struct agent__fext *e = arg;
     struct agent__fop *op = e->op;
@@ -602,7 +709,9 @@ static void agent__fext_chunk_cb(void *arg, int err, const uint8_t *raw, size_t 
             agent__idx_clear(fp->st); /* ask the metadata service next time */
         }
     } else {
-        memcpy(fp->buf + e->pos, raw + e->raw_off, e->raw_len);
+        agent_cbuf_ref(buf);
+        e->cbuf = buf;
+        e->bytes = (uint8_t *)raw + e->raw_off; /* batch headers are rewritten in place */
     }
     if (--op->pending == 0) { /* the last read of this attempt */
         agent__fop_finish_attempt(op);
@@ -611,13 +720,12 @@ static void agent__fext_chunk_cb(void *arg, int err, const uint8_t *raw, size_t 
 
 static void agent__fpart_alloc(struct agent__fpart *fp, int32_t n, size_t total)
 {
+    (void)total;
     fp->ext = kp_xcalloc((size_t)n, sizeof(*fp->ext));
-    fp->buf = kp_xmalloc(total ? total : 1);
-    fp->buf_len = total;
     fp->n_ext = n;
 }
 
-/* Fills extent k of fp (the extents are laid out in fp->buf in order). */
+/* Fills extent k of fp (the extents follow each other in offset order). */
 static void agent__fpart_add(struct agent__fop *op, struct agent__fpart *fp, int32_t k,
                              int64_t base, int64_t last, const char *key, size_t key_len,
                              uint64_t chunk_off, uint32_t raw_off, uint32_t raw_len)

@@ -25,14 +25,16 @@ void agent_fetch_cut_init(struct agent_fetch_cut *c, int64_t fetch_offset, size_
                           bool min_one, int32_t leader_epoch);
 
 /*
- * Walks the batches of one extent, buf[pos, pos + len), whose first batch has offset
+ * Walks the batches of one extent, the `len` bytes at `bytes`, whose first batch has offset
  * `base_offset` (each following batch starts after the previous one's last offset delta):
  * writes every batch's base offset and leader epoch in place, skips batches that end before
- * fetch_offset and extends [start, end) with whole batches while they fit in limit. Extents must
- * be given in order and be adjacent in buf. Returns 0, or -EBADMSG when the bytes are not whole
- * batches (*why says why).
+ * fetch_offset and extends [start, end) with whole batches while they fit in limit. Positions
+ * (start, end, pos) count bytes along the partition's extents laid end to end: the extent starts
+ * at `pos`, the sum of the lengths of those before it; the extents themselves may live anywhere.
+ * Extents must be given in order. Returns 0, or -EBADMSG when the bytes are not whole batches
+ * (*why says why).
  */
-int agent_fetch_cut_extent(struct agent_fetch_cut *c, uint8_t *buf, size_t pos, size_t len,
+int agent_fetch_cut_extent(struct agent_fetch_cut *c, uint8_t *bytes, size_t pos, size_t len,
                            int64_t base_offset, const char **why);
 
 #endif

@@ -153,8 +153,10 @@ static bool agent__lo_scan(struct agent__lopart *lp, const uint8_t *buf, size_t 
     return false;
 }
 
-static void agent__lo_chunk_cb(void *arg, int err, const uint8_t *raw, size_t raw_len)
+static void agent__lo_chunk_cb(void *arg, int err, const uint8_t *raw, size_t raw_len,
+                               struct agent_cbuf *buf)
 {
+    (void)buf;
     struct agent__lopart *lp = arg;
     struct agent__loop *op = lp->op;
     if (err == 0 && (size_t)lp->raw_off <= raw_len && lp->raw_len <= raw_len - lp->raw_off) {

@@ -32,11 +32,15 @@
 #define AGENT__ARENA_PER_BYTE 16              /* plus this many per frame byte */
 
 struct agent__write {
-    uv_write_t req;          /* libuv write request */
-    struct agent_conn *conn; /* connection written to (may be closing) */
-    uint8_t *buf;            /* response bytes, freed when written */
-    size_t len;              /* bytes */
+    uv_write_t req;             /* libuv write request */
+    struct agent_conn *conn;    /* connection written to (may be closing) */
+    uint8_t *buf;               /* response bytes, freed when written */
+    size_t len;                 /* bytes of the frame (claimed runs included) */
+    void (*release)(void *arg); /* the request's release callback, run when written */
+    void *release_arg;          /* its argument */
 };
+
+#define AGENT__WRITE_BUFS_STACK 64 /* uv_buf_t kept on the stack when writing a gathered frame */
 
 static void agent__conn_close(struct agent_conn *c, const char *why);
 static void agent__conn_update_reading(struct agent_conn *c);
@@ -48,6 +52,10 @@ static uint64_t agent__now(struct agent *a)
 
 static void agent__req_free(struct agent_req *req)
 {
+    if (req->release != NULL) {
+        req->release(req->release_arg);
+    }
+    free(req->runs);
     kp_arena_free(&req->arena);
     free(req->frame);
     free(req->resp);
@@ -59,6 +67,9 @@ static void agent__write_cb(uv_write_t *w, int status)
     struct agent__write *wr = (struct agent__write *)w;
     struct agent_conn *c = wr->conn;
     c->writing -= wr->len;
+    if (wr->release != NULL) {
+        wr->release(wr->release_arg);
+    }
     free(wr->buf);
     free(wr);
     if (status < 0 && !c->closing) {
@@ -83,12 +94,37 @@ static void agent__conn_flush(struct agent_conn *c)
             wr->conn = c;
             wr->buf = req->resp;
             wr->len = req->resp_len;
+            wr->release = req->release;
+            wr->release_arg = req->release_arg;
             req->resp = NULL;
-            uv_buf_t b = uv_buf_init((char *)wr->buf, (unsigned)wr->len);
+            req->release = NULL;
+            uv_buf_t stack[AGENT__WRITE_BUFS_STACK];
+            size_t nb = 2 * req->n_runs + 1;
+            uv_buf_t *b = nb <= AGENT__WRITE_BUFS_STACK ? stack : kp_xmalloc(nb * sizeof(*b));
+            nb = 0;
+            size_t at = 0;
+            for (size_t i = 0; i < req->n_runs; i++) { /* buffer pieces between the runs */
+                const struct agent_run *run = &req->runs[i];
+                if (run->at > at) {
+                    b[nb++] = uv_buf_init((char *)wr->buf + at, (unsigned)(run->at - at));
+                    at = run->at;
+                }
+                b[nb++] = uv_buf_init((char *)run->ptr, (unsigned)run->len);
+            }
+            size_t buffered = wr->len - req->resp_claimed;
+            if (buffered > at) {
+                b[nb++] = uv_buf_init((char *)wr->buf + at, (unsigned)(buffered - at));
+            }
             c->writing += wr->len;
-            int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, agent__write_cb);
+            int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, b, (unsigned)nb, agent__write_cb);
+            if (b != stack) {
+                free(b);
+            }
             if (rc < 0) {
                 c->writing -= wr->len;
+                if (wr->release != NULL) {
+                    wr->release(wr->release_arg);
+                }
                 free(wr->buf);
                 free(wr);
                 agent__req_free(req);
@@ -103,6 +139,23 @@ static void agent__conn_flush(struct agent_conn *c)
 
 void agent_req_respond(struct agent_req *req, const void *msg)
 {
+    agent_req_respond_gather(req, msg, NULL, NULL, NULL);
+}
+
+void agent_req_add_run(struct agent_req *req, size_t at, const uint8_t *ptr, size_t len)
+{
+    if (req->n_runs == req->cap_runs) {
+        req->cap_runs = req->cap_runs ? 2 * req->cap_runs : 16;
+        req->runs = kp_xrealloc(req->runs, req->cap_runs * sizeof(*req->runs));
+    }
+    req->runs[req->n_runs++] = (struct agent_run){at, ptr, len};
+}
+
+void agent_req_respond_gather(struct agent_req *req, const void *msg, struct kp_gather *g,
+                              void (*release)(void *arg), void *arg)
+{
+    req->release = release;
+    req->release_arg = arg;
     struct agent_conn *c = req->conn;
     if (c == NULL) { /* the client went away while we worked */
         agent__req_free(req);
@@ -131,9 +184,11 @@ void agent_req_respond(struct agent_req *req, const void *msg)
         kp_write_i32(&w, (int32_t)(hlen + blen));
         rc = kp_response_header_encode(&h, hv, &w);
         if (rc == 0) {
+            w.gather = g; /* the header never holds a claimable run */
             rc = req->api->response->encode(msg, version, &w);
         }
-        if (rc == 0 && (w.err != 0 || kp_writer_len(&w) != req->resp_len)) {
+        req->resp_claimed = g != NULL ? g->claimed : 0;
+        if (rc == 0 && (w.err != 0 || kp_writer_len(&w) + req->resp_claimed != req->resp_len)) {
             rc = -EPROTO;
         }
     }

@@ -251,11 +251,31 @@ void kp_writer_init(struct kp_writer *w, void *buf, size_t cap)
     w->p = buf;
     w->end = w->p + cap;
     w->err = 0;
+    w->gather = NULL;
+}
+
+/* Copies n bytes in (fixed-size fields: never offered to the gather). */
+static void kp__write_copy(struct kp_writer *w, const void *src, size_t n)
+{
+    if (w->err != 0) {
+        return;
+    }
+    if ((size_t)(w->end - w->p) < n) {
+        w->err = KP_ERR_SHORT;
+        return;
+    }
+    memcpy(w->p, src, n);
+    w->p += n;
 }
 
 void kp_write_raw(struct kp_writer *w, const void *src, size_t n)
 {
     if (w->err != 0) {
+        return;
+    }
+    if (w->gather != NULL && n > 0 && n >= w->gather->min &&
+        w->gather->claim(w->gather, (size_t)(w->p - w->start), src, n)) {
+        w->gather->claimed += n;
         return;
     }
     if ((size_t)(w->end - w->p) < n) {
@@ -274,7 +294,7 @@ static void kp__write_be(struct kp_writer *w, uint64_t v, size_t n)
     for (size_t i = 0; i < n; i++) {
         buf[n - 1 - i] = (uint8_t)(v >> (8 * i));
     }
-    kp_write_raw(w, buf, n);
+    kp__write_copy(w, buf, n);
 }
 
 void kp_write_i8(struct kp_writer *w, int8_t v)
@@ -321,7 +341,7 @@ void kp_write_bool(struct kp_writer *w, bool v)
 
 void kp_write_uuid(struct kp_writer *w, const struct kp_uuid *v)
 {
-    kp_write_raw(w, v->b, 16);
+    kp__write_copy(w, v->b, 16);
 }
 
 void kp_write_uvarlong(struct kp_writer *w, uint64_t v)
@@ -333,7 +353,7 @@ void kp_write_uvarlong(struct kp_writer *w, uint64_t v)
         v >>= 7;
     }
     buf[n++] = (uint8_t)v;
-    kp_write_raw(w, buf, n);
+    kp__write_copy(w, buf, n);
 }
 
 void kp_write_uvarint(struct kp_writer *w, uint32_t v)

@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *why = NULL;
     int rc = agent_fetch_cut_extent(&c, buf, 0, split, 0, &why);
     if (rc == 0 && !c.full) {
-        rc = agent_fetch_cut_extent(&c, buf, split, len - split, 1000, &why);
+        rc = agent_fetch_cut_extent(&c, buf + split, split, len - split, 1000, &why);
     }
     if (rc != 0 && why == NULL) {
         abort();

@@ -157,7 +157,8 @@ static void test_two_extents(void **state)
     agent_fetch_cut_init(&c, 50, SIZE_MAX, true, 7);
     const char *why = NULL;
     assert_int_equal(agent_fetch_cut_extent(&c, t.buf, 0, t.blen[0], 50, &why), 0);
-    assert_int_equal(agent_fetch_cut_extent(&c, t.buf, t.pos[1], t.len - t.pos[1], 60, &why), 0);
+    assert_int_equal(
+        agent_fetch_cut_extent(&c, t.buf + t.pos[1], t.pos[1], t.len - t.pos[1], 60, &why), 0);
     assert_int_equal(base_at(t.buf, t.blen[0]), 50);
     assert_int_equal(base_at(t.buf + t.pos[1], t.blen[1]), 60);
     assert_int_equal(base_at(t.buf + t.pos[2], t.blen[2]), 63);

@@ -149,6 +149,59 @@ static void test_arena_limit(void **state)
     kp_arena_free(&a);
 }
 
+/* A claim that takes runs starting with 'X' and remembers where they go. */
+struct claims {
+    struct kp_gather g;  /* first: the writer hands this back */
+    size_t at[4];        /* buffer positions of the runs taken */
+    const uint8_t *p[4]; /* their bytes */
+    int n;               /* runs taken */
+    int asked;           /* claims asked */
+};
+
+static bool claim_x(struct kp_gather *g, size_t at, const uint8_t *ptr, size_t n)
+{
+    struct claims *c = (struct claims *)g;
+    c->asked++;
+    if (ptr[0] != 'X' || c->n == 4) {
+        return false;
+    }
+    (void)n;
+    c->at[c->n] = at;
+    c->p[c->n++] = ptr;
+    return true;
+}
+
+static void test_writer_gather(void **state)
+{
+    (void)state;
+    static const uint8_t xs[] = "XXXXXXXXXX";
+    static const uint8_t ys[] = "YYYYYYYYYY";
+    static const uint8_t xshort[] = "XX";
+    struct claims c;
+    memset(&c, 0, sizeof(c));
+    c.g.claim = claim_x;
+    c.g.min = 4;
+    uint8_t buf[64];
+    struct kp_writer w;
+    kp_writer_init(&w, buf, sizeof(buf));
+    assert_null(w.gather);
+    w.gather = &c.g;
+    kp_write_i16(&w, 7);
+    kp_write_bytes(&w, false, (struct kp_bytes){xs, 10});   /* taken: only its length is written */
+    kp_write_bytes(&w, true, (struct kp_bytes){ys, 10});    /* refused: copied */
+    kp_write_bytes(&w, true, (struct kp_bytes){xshort, 2}); /* below min: copied, not asked */
+    assert_int_equal(w.err, 0);
+    assert_int_equal(c.asked, 2);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.at[0], 2 + 4);
+    assert_ptr_equal(c.p[0], xs);
+    assert_int_equal(c.g.claimed, 10);
+    assert_int_equal(kp_writer_len(&w), 2 + 4 + 1 + 10 + 1 + 2);
+    static const uint8_t want[] = {0,   7,   0,   0,   0,   10,  11,  'Y', 'Y', 'Y',
+                                   'Y', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y', 3,   'X', 'X'};
+    assert_memory_equal(buf, want, sizeof(want));
+}
+
 int run_test_codec(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +210,7 @@ int run_test_codec(void)
         cmocka_unit_test(test_strings_and_lengths),
         cmocka_unit_test(test_writer_overflow_is_sticky),
         cmocka_unit_test(test_arena_limit),
+        cmocka_unit_test(test_writer_gather),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }

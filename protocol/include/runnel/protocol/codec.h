@@ -105,11 +105,26 @@ int32_t kp_read_array_len(struct kp_reader *r, bool compact, size_t min_elem_siz
 /* Returns a view of the next `n` bytes and advances, or NULL (with the error set). */
 const uint8_t *kp_read_raw(struct kp_reader *r, size_t n);
 
+/*
+ * Gather output, for a writer whose owner sends some long byte runs from where they already are
+ * instead of copying them into the buffer (a Fetch response's records). For every raw run of at
+ * least `min` bytes the writer asks `claim`: returning true means the owner takes the run and will
+ * send its `n` bytes itself, right after the first `at` bytes of the buffer (the writer then
+ * leaves no room for them and adds `n` to `claimed`); false has the run copied as usual. The owner
+ * embeds this struct in its own state and keeps whatever it needs there.
+ */
+struct kp_gather {
+    bool (*claim)(struct kp_gather *g, size_t at, const uint8_t *ptr, size_t n);
+    size_t min;     /* runs shorter than this are always copied */
+    size_t claimed; /* bytes taken by claim so far */
+};
+
 struct kp_writer {
-    uint8_t *start; /* first byte of the buffer */
-    uint8_t *p;     /* next byte to write */
-    uint8_t *end;   /* one past the buffer */
-    int err;        /* 0, or KP_ERR_SHORT after an attempted overflow; sticky */
+    uint8_t *start;           /* first byte of the buffer */
+    uint8_t *p;               /* next byte to write */
+    uint8_t *end;             /* one past the buffer */
+    int err;                  /* 0, or KP_ERR_SHORT after an attempted overflow; sticky */
+    struct kp_gather *gather; /* NULL (the default), or who may take long byte runs */
 };
 
 void kp_writer_init(struct kp_writer *w, void *buf, size_t cap);
