@@ -5,13 +5,16 @@
  * (Runnel). Prints figures and the Runnel/mock ratios; asserts nothing about speed.
  *
  *   bench_agent_kafka [--bootstrap HOST:PORT] [--mib N] [--partitions P] [--rounds R]
- *                     [--latency-seconds S] [--rate-mbps M] [--mock-only]
+ *                     [--latency-seconds S] [--rate-mbps M] [--latency-linger-ms L]
+ *                     [--mock-only]
  *
  * Per peer: a topic with P partitions (mock: created directly; Runnel: CreateTopics); R rounds,
  * each producing N MiB of 1 KiB values (linger.ms=5, batch.size=1 MiB, acks=all, no
  * compression) and then consuming everything back from the beginning with an assign()ed
  * consumer; the median round is reported. Then a paced producer at M MB/s (default 10) for S
- * seconds records each message's produce-to-acknowledgement latency (p50/p99/max). MB = 10^6
+ * seconds records each message's produce-to-acknowledgement latency (p50/p99/max); its
+ * linger.ms is L (default 5, as above; 0 measures the broker's own latency without the client's
+ * batching delay on top). MB = 10^6
  * bytes of record values. The defaults keep each mock partition under its 5 MiB retention, so
  * both peers serve every byte back.
  */
@@ -26,6 +29,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #define MSG_SIZE 1024
+#define LINGER_MS 5 /* linger.ms of the throughput producers (and the latency run by default) */
 
 struct bench_opts {
     const char *bootstrap; /* Runnel's bootstrap address, NULL = mock only */
@@ -34,6 +38,7 @@ struct bench_opts {
     int rounds;            /* throughput rounds per peer (median reported) */
     int latency_seconds;   /* duration of the paced latency run (s) */
     double rate_mbps;      /* paced produce rate for the latency run (MB/s) */
+    int latency_linger_ms; /* linger.ms of the latency run's producer */
 };
 
 struct bench_result {
@@ -89,11 +94,13 @@ static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v)
     return 0;
 }
 
-static rd_kafka_t *make_producer(const char *bootstrap, struct dr_state *st)
+static rd_kafka_t *make_producer(const char *bootstrap, struct dr_state *st, int linger_ms)
 {
     char errstr[256];
+    char linger[16];
+    snprintf(linger, sizeof(linger), "%d", linger_ms);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "linger.ms", "5") ||
+    if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "linger.ms", linger) ||
         conf_set(conf, "batch.size", "1048576") || conf_set(conf, "acks", "all") ||
         conf_set(conf, "compression.codec", "none") ||
         conf_set(conf, "queue.buffering.max.kbytes", "1048576") ||
@@ -117,7 +124,7 @@ static int create_topic(const char *bootstrap, const char *topic, int partitions
     char errstr[256];
     int rc = -1;
     struct dr_state st = {0};
-    rd_kafka_t *rk = make_producer(bootstrap, &st);
+    rd_kafka_t *rk = make_producer(bootstrap, &st, LINGER_MS);
     if (rk == NULL) {
         return -1;
     }
@@ -163,7 +170,7 @@ static double produce_run(const char *bootstrap, const char *topic, int partitio
     static char payload[MSG_SIZE];
     struct dr_state st = {0};
     memset(payload, 'r', sizeof(payload));
-    rd_kafka_t *rk = make_producer(bootstrap, &st);
+    rd_kafka_t *rk = make_producer(bootstrap, &st, LINGER_MS);
     if (rk == NULL) {
         return -1;
     }
@@ -295,7 +302,7 @@ static int cmp_double(const void *a, const void *b)
 
 /* Paced producer at rate_mbps for `seconds`; fills p50/p99/max. */
 static int latency_run(const char *bootstrap, const char *topic, int partitions, double rate_mbps,
-                       int seconds, struct bench_result *res)
+                       int seconds, int linger_ms, struct bench_result *res)
 {
     static char payload[MSG_SIZE];
     long total = (long)(rate_mbps * 1e6 / MSG_SIZE * seconds);
@@ -309,7 +316,7 @@ static int latency_run(const char *bootstrap, const char *topic, int partitions,
     }
     double *keep_sent = st.sent_at;
     st.sent_at = NULL; /* the warm-up message is not timed */
-    rd_kafka_t *rk = make_producer(bootstrap, &st);
+    rd_kafka_t *rk = make_producer(bootstrap, &st, linger_ms);
     if (rk == NULL) {
         goto out_free;
     }
@@ -395,7 +402,8 @@ static int run_peer(const char *label, const char *bootstrap, rd_kafka_mock_clus
     } else if (create_topic(bootstrap, topic, o->partitions) != 0) {
         return -1;
     }
-    if (latency_run(bootstrap, topic, o->partitions, o->rate_mbps, o->latency_seconds, res) != 0) {
+    if (latency_run(bootstrap, topic, o->partitions, o->rate_mbps, o->latency_seconds,
+                    o->latency_linger_ms, res) != 0) {
         fprintf(stderr, "bench: %s: latency run incomplete\n", label);
         return -1;
     }
@@ -417,13 +425,14 @@ static void print_result(const char *label, const struct bench_result *r)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench_agent_kafka [--bootstrap HOST:PORT] [--mib N] [--partitions P]\n"
-                    "         [--rounds R] [--latency-seconds S] [--rate-mbps M] [--mock-only]\n");
+                    "         [--rounds R] [--latency-seconds S] [--rate-mbps M]\n"
+                    "         [--latency-linger-ms L] [--mock-only]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    struct bench_opts o = {NULL, 256, 64, 3, 10, 10.0};
+    struct bench_opts o = {NULL, 256, 64, 3, 10, 10.0, LINGER_MS};
     int mock_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -448,18 +457,21 @@ int main(int argc, char **argv)
             o.latency_seconds = atoi(v);
         } else if (strcmp(a, "--rate-mbps") == 0) {
             o.rate_mbps = atof(v);
+        } else if (strcmp(a, "--latency-linger-ms") == 0) {
+            o.latency_linger_ms = atoi(v);
         } else {
             return usage();
         }
     }
     if (o.mib < 1 || o.partitions < 1 || o.rounds < 1 || o.rounds > 16 || o.latency_seconds < 1 ||
-        o.rate_mbps <= 0 || (o.bootstrap == NULL && !mock_only)) {
+        o.rate_mbps <= 0 || o.latency_linger_ms < 0 || (o.bootstrap == NULL && !mock_only)) {
         return usage();
     }
-    printf("bench_agent_kafka: librdkafka %s, %d-byte values, linger.ms=5 batch.size=1MiB "
-           "acks=all, %d MiB x %d rounds over %d partitions, latency at %.1f MB/s for %d s\n",
-           rd_kafka_version_str(), MSG_SIZE, o.mib, o.rounds, o.partitions, o.rate_mbps,
-           o.latency_seconds);
+    printf("bench_agent_kafka: librdkafka %s, %d-byte values, linger.ms=%d batch.size=1MiB "
+           "acks=all, %d MiB x %d rounds over %d partitions, latency at %.1f MB/s for %d s "
+           "with linger.ms=%d\n",
+           rd_kafka_version_str(), MSG_SIZE, LINGER_MS, o.mib, o.rounds, o.partitions, o.rate_mbps,
+           o.latency_seconds, o.latency_linger_ms);
 
     char errstr[256];
     rd_kafka_conf_t *mconf = rd_kafka_conf_new();
