@@ -1,9 +1,11 @@
 /*
  * file:///path — objects as files under a root directory, the embedded default store.
  *
- * Durability: a PUT writes a temporary file in the target's directory, fsyncs it, renames it
- * into place (or link()s it for create-only PUTs, which fails atomically if the key exists), and
- * fsyncs the directory, so a key either has its old bytes or all its new bytes after a crash.
+ * Durability: a PUT writes a temporary file in the target's directory, fdatasyncs it, renames it
+ * into place, and fsyncs the directory, so a key either has its old bytes or all its new bytes
+ * after a crash. A create-only PUT writes an unnamed O_TMPFILE instead and linkat()s it in once
+ * synced (fails atomically if the key exists; no name to create and remove), falling back to a
+ * named temporary file and link() where O_TMPFILE or /proc is missing.
  * Keys map to paths (their '/' separated segments become directories). Temporary files start
  * with ".rnltmp." and are never listed; keys with such a segment are refused.
  *
@@ -54,6 +56,8 @@ struct store__fs {
     size_t nfds;               /* slots; 0 disables the cache and inline reads */
     uint64_t clock;            /* LRU clock */
     struct store__fs_stats st; /* counters for tests and benchmarks */
+    bool tmpfile_ok;           /* O_TMPFILE + linkat via /proc/self/fd usable (tmpfile=) */
+    bool tmpfile_unsupported;  /* the file system refused O_TMPFILE (atomic: workers set it) */
 };
 
 struct store__fs_work {
@@ -150,6 +154,49 @@ static int store__fs_mkdirs(struct store__fs *fs, char *path)
     return 0;
 }
 
+/*
+ * Opens the file a PUT writes: for a create-only PUT an unnamed O_TMPFILE in the target's
+ * directory (linked in only once complete, so no temporary name is created and removed, and a
+ * crash leaves nothing behind), else or where O_TMPFILE is not supported `tmp`. Creates missing
+ * directories. Sets *anon for an unnamed file. Returns the descriptor or -errno.
+ */
+static int store__fs_open_tmp(struct store__fs *fs, struct store__op *op, char *path,
+                              const char *tmp, bool *anon)
+{
+    char *slash = strrchr(path, '/');
+    *anon = false;
+    for (int tries = 0; tries < 2; tries++) {
+        if ((op->flags & STORE_IF_NONE_MATCH) && fs->tmpfile_ok &&
+            !__atomic_load_n(&fs->tmpfile_unsupported, __ATOMIC_RELAXED)) {
+            *slash = '\0';
+            int fd = open(path, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+            int e = errno;
+            *slash = '/';
+            if (fd >= 0) {
+                *anon = true;
+                return fd;
+            }
+            if (e == EOPNOTSUPP || e == EISDIR || e == EINVAL) {
+                __atomic_store_n(&fs->tmpfile_unsupported, true, __ATOMIC_RELAXED);
+            } else if (e != ENOENT) {
+                return -e;
+            }
+        }
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            return fd;
+        }
+        if (errno != ENOENT || tries > 0) {
+            return -errno;
+        }
+        int rc = store__fs_mkdirs(fs, path);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return -ENOENT;
+}
+
 static void store__fs_put(struct store__fs_work *w)
 {
     struct store__op *op = w->op;
@@ -161,19 +208,13 @@ static void store__fs_put(struct store__fs_work *w)
     char *tmp = kp_xmalloc(tn);
     snprintf(tmp, tn, "%.*s/" STORE__TMP_PREFIX "%ld.%llu", (int)dirlen, path, (long)getpid(),
              (unsigned long long)w->seq);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == ENOENT) {
-        int rc = store__fs_mkdirs(fs, path);
-        if (rc < 0) {
-            store__fs_errno(&w->res, -rc, "mkdir for", path);
-            goto out;
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    }
+    bool anon = false;
+    int fd = store__fs_open_tmp(fs, op, path, tmp, &anon);
     if (fd < 0) {
-        store__fs_errno(&w->res, errno, "create", tmp);
+        store__fs_errno(&w->res, -fd, "create", tmp);
         goto out;
     }
+    /* One write from the caller's buffer (no copy on our side); the kernel splits it. */
     size_t done = 0;
     while (done < op->len) {
         ssize_t n = write(fd, op->buf + done, op->len - done);
@@ -186,18 +227,16 @@ static void store__fs_put(struct store__fs_work *w)
         }
         done += (size_t)n;
     }
+    /* fdatasync: the data and what is needed to read it back (size, block map), not mtime. */
     if (!fs->nosync && fdatasync(fd) < 0) {
         store__fs_errno(&w->res, errno, "fsync", tmp);
         goto out_unlink;
     }
-    if (close(fd) < 0) {
-        fd = -1;
-        store__fs_errno(&w->res, errno, "close", tmp);
-        goto out_unlink;
-    }
-    fd = -1;
-    if (op->flags & STORE_IF_NONE_MATCH) {
-        if (link(tmp, path) < 0) {
+    if (anon) {
+        /* Link the complete, synced file in; fails atomically with EEXIST. */
+        char self[64];
+        snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+        if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) < 0) {
             if (errno == EEXIST) {
                 store__fail(&w->res, -EEXIST, "key %s already exists", op->key);
             } else {
@@ -205,10 +244,29 @@ static void store__fs_put(struct store__fs_work *w)
             }
             goto out_unlink;
         }
-        unlink(tmp);
-    } else if (rename(tmp, path) < 0) {
-        store__fs_errno(&w->res, errno, "rename to", path);
-        goto out_unlink;
+        close(fd);
+        fd = -1;
+    } else {
+        if (close(fd) < 0) {
+            fd = -1;
+            store__fs_errno(&w->res, errno, "close", tmp);
+            goto out_unlink;
+        }
+        fd = -1;
+        if (op->flags & STORE_IF_NONE_MATCH) {
+            if (link(tmp, path) < 0) {
+                if (errno == EEXIST) {
+                    store__fail(&w->res, -EEXIST, "key %s already exists", op->key);
+                } else {
+                    store__fs_errno(&w->res, errno, "link", path);
+                }
+                goto out_unlink;
+            }
+            unlink(tmp);
+        } else if (rename(tmp, path) < 0) {
+            store__fs_errno(&w->res, errno, "rename to", path);
+            goto out_unlink;
+        }
     }
     *slash = '\0';
     if (!fs->nosync && store__fs_fsync_dir(path) < 0) {
@@ -220,7 +278,9 @@ out_unlink:
     if (fd >= 0) {
         close(fd);
     }
-    unlink(tmp);
+    if (!anon) {
+        unlink(tmp);
+    }
 out:
     free(tmp);
     free(path);
@@ -877,6 +937,13 @@ int store__fs_open(struct store *s, struct store__url *u, char *err, size_t errl
     }
     if (rc == 0) {
         rc = store__param_u64(u, "inline_max", &fs->inline_max, err, errlen);
+    }
+    fs->tmpfile_ok = true;
+    if (rc == 0) {
+        rc = store__param_bool(u, "tmpfile", &fs->tmpfile_ok, err, errlen);
+    }
+    if (access("/proc/self/fd", X_OK) != 0) {
+        fs->tmpfile_ok = false; /* linkat() of an O_TMPFILE needs /proc without privileges */
     }
     if (rc == 0 && nfds > 4096) {
         snprintf(err, errlen, "fd_cache=%llu: at most 4096 descriptors", (unsigned long long)nfds);

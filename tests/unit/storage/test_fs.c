@@ -3,11 +3,13 @@
  * loop thread with preadv2(RWF_NOWAIT), the fallback to the thread pool when data is not in the
  * page cache (injected EAGAIN, partial reads, a kernel without RWF_NOWAIT, a real page-cache
  * drop), keys deleted or replaced behind a cached descriptor (by the store and by another
- * process), LRU eviction, cancellation and deadlines on both paths. The general store contract
- * on file:// is in test_store.c.
+ * process), LRU eviction, cancellation and deadlines on both paths; create-only PUTs through
+ * O_TMPFILE and through a named temporary file. The general store contract on file:// is in
+ * test_store.c.
  */
 #include "test_util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -100,6 +102,11 @@ static int setup(void **state)
 static int setup_small(void **state)
 {
     return setup_params(state, "?fd_cache=2&inline_max=1000");
+}
+
+static int setup_named_tmp(void **state)
+{
+    return setup_params(state, "?tmpfile=false");
 }
 
 static int setup_nocache(void **state)
@@ -440,6 +447,51 @@ static void test_no_cache(void **state)
     assert_int_equal(st.cached, 0);
 }
 
+/* Counts the entries of dir (other than . and ..); -1 if it cannot be read. */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return -1;
+    }
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Create-only PUTs (O_TMPFILE + linkat, or a named temporary with tmpfile=false): new nested
+ * directories, the key's bytes, a lost race as -EEXIST, and nothing left behind. */
+static void create_only_checks(struct fstate *t)
+{
+    struct store_req r;
+    char dir[300];
+    assert_int_equal(
+        tstore_put(&t->loop, t->s, "n/e/w/k", t->data, OBJ_LEN, STORE_IF_NONE_MATCH, &r), 0);
+    assert_int_equal(r.size, OBJ_LEN);
+    assert_int_equal(tstore_put(&t->loop, t->s, "n/e/w/k", "other", 5, STORE_IF_NONE_MATCH, &r),
+                     -EEXIST);
+    assert_non_null(strstr(r.msg, "already exists"));
+    get_check(t, "n/e/w/k", 0, 5000);
+    assert_int_equal(tstore_put(&t->loop, t->s, "n/e/w/k2", "", 0, STORE_IF_NONE_MATCH, &r), 0);
+    snprintf(dir, sizeof(dir), "%s/root/n/e/w", t->dir);
+    assert_int_equal(count_entries(dir), 2);
+    /* An ordinary PUT still replaces. */
+    put(t, "n/e/w/k", "new", 3);
+    assert_int_equal(tstore_get(&t->loop, t->s, "n/e/w/k", 0, 0, &r), 0);
+    assert_int_equal(r.body_len, 3);
+    store_req_cleanup(&r);
+    assert_int_equal(count_entries(dir), 2);
+}
+
+static void test_create_only(void **state)
+{
+    create_only_checks(*state);
+}
+
 static void test_params(void **state)
 {
     (void)state;
@@ -472,6 +524,8 @@ int run_test_fs(void)
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lru_and_inline_max, setup_small, teardown),
         cmocka_unit_test_setup_teardown(test_no_cache, setup_nocache, teardown),
+        cmocka_unit_test_setup_teardown(test_create_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_only, setup_named_tmp, teardown),
         cmocka_unit_test(test_params),
     };
     return cmocka_run_group_tests_name("storage/fs", tests, NULL, NULL);
