@@ -102,7 +102,7 @@ def via_one_via_another(cl, client):
 class Stream:
     """An idempotent confluent producer at a steady pace; acked[seq] = (partition, offset)."""
 
-    def __init__(self, cl, topic, rate):
+    def __init__(self, cl, topic, rate, extra=None):
         import confluent_kafka as ck
         self.ck = ck
         self.topic = topic
@@ -111,7 +111,8 @@ class Stream:
         self.failed = {}
         self.prod = ck.Producer({"bootstrap.servers": cl.bootstrap, "enable.idempotence": True,
                                  "acks": "all", "linger.ms": 5, "message.timeout.ms": 90000,
-                                 "retry.backoff.ms": 100, "reconnect.backoff.max.ms": 500})
+                                 "retry.backoff.ms": 100, "reconnect.backoff.max.ms": 500,
+                                 **(extra or {})})
         self.seq = 0
         self.t0 = time.monotonic()
 
@@ -146,14 +147,14 @@ class Stream:
         expect_eq(left, 0, "records unacknowledged 120 s after the last produce")
 
 
-def read_along(bootstrap, topic, stop, out, errors):
+def read_along(bootstrap, topic, stop, out, errors, extra=None):
     """kafka-python consumer (assign, no group) reading every partition until `stop` is set and
     it has caught up with `out['target']`."""
     try:
         import kafka
         c = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 group_id=None, request_timeout_ms=30000,
-                                reconnect_backoff_max_ms=500)
+                                reconnect_backoff_max_ms=500, **(extra or {}))
         tps = [kafka.TopicPartition(topic, p) for p in range(PARTS)]
         c.assign(tps)
         c.seek_to_beginning(*tps)
