@@ -14,7 +14,7 @@ build_pkgs=(build-essential cmake pkg-config python3 clang libclang-rt-14-dev cl
 # Tests and benchmarks: real Kafka clients, real servers, fault tools.
 test_pkgs=(kcat librdkafka-dev python3-confluent-kafka python3-kafka curl
     python3-snappy python3-lz4 python3-zstandard
-    radosgw ceph-mon ceph-osd ceph-common openssl postgresql haproxy prometheus
+    radosgw ceph-mon ceph-osd ceph-common openssl postgresql haproxy prometheus systemd python3-yaml
     fiu-utils libfiu-dev faketime hyperfine iproute2 procps psmisc)
 
 missing=()

@@ -56,6 +56,10 @@ struct agent_config {
     char *log_format;           /* logfmt or json */
     char *data_dir;             /* runnel dev only: metadata journal and file store live here */
     bool dev;                   /* runnel dev: metadata service in-process */
+    char *cluster_mode;         /* "lb" (one broker: the balancer) or "direct" (see cluster.c) */
+    char *zone;                 /* availability zone registered in direct mode; may be empty */
+    int64_t heartbeat_ms;       /* direct mode: interval between heartbeats */
+    int64_t session_timeout_ms; /* direct mode: forgotten this long after the last heartbeat */
 };
 
 /* A handler answers one request; see agent_req_respond(). */
@@ -118,6 +122,36 @@ struct agent_conn {
     char peer[64];          /* "ip:port" of the client, for logs */
 };
 
+/* One live agent as the metadata service reported it (direct mode). */
+struct agent_peer {
+    int32_t id;   /* node id */
+    char *host;   /* advertised host, owned */
+    int32_t port; /* advertised port */
+    char *zone;   /* availability zone, owned; "" when none */
+};
+
+/* A broker as one client sees it: views into agent_peer or the agent's own settings. */
+struct agent_broker {
+    int32_t id;       /* node id */
+    const char *host; /* NUL-terminated */
+    int32_t port;
+    const char *zone; /* NULL or "" when none */
+};
+
+/* Membership state of direct mode (cluster.c); all zero in load-balancer mode. */
+struct agent_cluster {
+    bool direct;              /* cluster.mode=direct */
+    bool registered;          /* holds a registration (id, epoch) the service accepted */
+    bool in_flight;           /* a register or heartbeat RPC is outstanding */
+    bool timer_started;       /* hb is initialised (closed at shutdown) */
+    int32_t want_id;          /* id to ask for at the next registration; -1: any */
+    int32_t id;               /* registered id */
+    int64_t epoch;            /* registration epoch */
+    uv_timer_t hb;            /* heartbeat_ms period */
+    struct agent_peer *peers; /* live agents from the last heartbeat answer, sorted by id */
+    size_t n_peers;
+};
+
 struct agent {
     uv_loop_t *loop;               /* the agent's loop */
     struct agent_config cfg;       /* settings */
@@ -138,7 +172,8 @@ struct agent {
     struct meta_server *dev_meta;  /* runnel dev: the in-process metadata service */
     uv_signal_t sigterm;           /* orderly shutdown */
     uv_signal_t sigint;
-    uv_timer_t grace; /* bounds how long shutdown waits for clients */
+    uv_timer_t grace;             /* bounds how long shutdown waits for clients */
+    struct agent_cluster cluster; /* direct-mode membership (cluster.c) */
 };
 
 /* ---- Topic cache (topics.c) ---- */
@@ -186,6 +221,31 @@ void agent_topics_free(struct agent *a);
 
 /* Drops a cached entry (after CreatePartitions, DeleteTopics, AlterConfigs). */
 void agent_topics_invalidate(struct agent *a, struct kp_str name);
+
+/* ---- Many agents (cluster.c) ---- */
+
+/* Validates cluster.mode; in direct mode starts registering and heartbeating. 0 or -EINVAL. */
+int agent_cluster_init(struct agent *a);
+/* Stops the heartbeat timer and frees the peer list (shutdown). */
+void agent_cluster_free(struct agent *a);
+
+/*
+ * The brokers a client should see, sorted by id, in an array allocated from `arena`: in
+ * load-balancer mode this agent alone at the advertised address; in direct mode the live agents,
+ * only those of the client's zone when `client_id` carries runnel_az=ZONE and some live agent is
+ * in that zone. Never empty: before the first heartbeat answer it is this agent alone. Returns
+ * the count (0 only when the arena is exhausted).
+ */
+size_t agent_cluster_view(struct agent *a, struct kp_str client_id, struct kp_arena *arena,
+                          struct agent_broker **out);
+
+/* The broker of `view` that leads (topic, partition): rendezvous hashing, so each agent keeps a
+ * stable share and only the partitions of an agent that leaves or joins move. n >= 1. */
+int32_t agent_cluster_leader(const struct agent_broker *view, size_t n, const struct kp_uuid *topic,
+                             int32_t partition);
+
+/* The zone named by a runnel_az=ZONE element of a client.id; false when there is none. */
+bool agent_cluster_client_zone(struct kp_str client_id, struct kp_str *zone);
 
 /* ---- Hooks of the write and read paths, called by agent_run() ---- */
 

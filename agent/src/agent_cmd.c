@@ -137,6 +137,20 @@ static const struct rn_setting agent__agent_settings[] = {
     {"bucket", RN_SETTING_STRING, NULL,
      "object store URL: s3://bucket/prefix?endpoint=...&region=..., file:///path or mem://",
      &agent__cfg.bucket, 0, 0},
+    {"cluster.mode", RN_SETTING_STRING, "lb",
+     "lb: every agent is one broker at the advertised (balancer) address; direct: agents "
+     "register, and Metadata lists each live agent at its own address",
+     &agent__cfg.cluster_mode, 0, 0},
+    {"zone", RN_SETTING_STRING, "",
+     "availability zone of this agent (direct mode: clients with runnel_az=ZONE in client.id "
+     "are sent to agents of their zone)",
+     &agent__cfg.zone, 0, 0},
+    {"heartbeat.interval.ms", RN_SETTING_INT, "1000",
+     "direct mode: interval between heartbeats to the metadata service", &agent__cfg.heartbeat_ms,
+     50, 60000},
+    {"session.timeout.ms", RN_SETTING_INT, "6000",
+     "direct mode: the metadata service drops an agent this long after its last heartbeat",
+     &agent__cfg.session_timeout_ms, 200, 600000},
     {NULL, 0, NULL, NULL, NULL, 0, 0},
 };
 
@@ -176,6 +190,7 @@ static void agent__finish(struct agent *a)
     agent_fetch_free(a);
     agent_produce_free(a);
     agent_topics_free(a);
+    agent_cluster_free(a);
     if (a->meta != NULL) {
         meta_client_close(a->meta);
         a->meta = NULL;
@@ -331,7 +346,8 @@ int agent_run(struct agent *a)
     meta_client_set_push_cb(a->meta, agent__meta_push, a);
     meta_client_set_state_cb(a->meta, agent__meta_state, a);
 
-    if ((rc = agent_produce_init(a)) != 0 || (rc = agent_fetch_init(a)) != 0) {
+    if ((rc = agent_produce_init(a)) != 0 || (rc = agent_fetch_init(a)) != 0 ||
+        (rc = agent_cluster_init(a)) != 0) {
         goto out_fail;
     }
     if ((rc = agent_server_start(a)) != 0) {
@@ -339,8 +355,9 @@ int agent_run(struct agent *a)
     }
     uv_signal_start(&a->sigterm, agent__signal_cb, SIGTERM);
     uv_signal_start(&a->sigint, agent__signal_cb, SIGINT);
-    rn_log(RN_LOG_INFO, "started", "listen=%s advertise=%s:%d metadata=%s store=%s", a->cfg.listen,
-           a->adv_host, a->adv_port, meta_addr, store_backend(a->store));
+    rn_log(RN_LOG_INFO, "started", "listen=%s advertise=%s:%d metadata=%s store=%s cluster_mode=%s",
+           a->cfg.listen, a->adv_host, a->adv_port, meta_addr, store_backend(a->store),
+           a->cluster.direct ? "direct" : "lb");
     if (a->cfg.dev) {
         printf("Runnel is running. Bootstrap address: %s:%d\n"
                "Try: echo hello | kcat -b %s:%d -P -t demo && kcat -b %s:%d -C -t demo -e\n",

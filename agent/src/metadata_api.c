@@ -1,15 +1,18 @@
 /*
  * Metadata (v0-12) and DescribeCluster (v0-1).
  *
- * In load-balancer mode (the default) the whole cluster is one broker: this agent's node id at
- * the advertised host:port, leader of every partition, with itself as the only replica and ISR.
- * Any agent behind the balancer can serve any request, so clients never notice how many exist.
+ * The brokers come from cluster.c: in load-balancer mode (the default) the whole cluster is one
+ * broker, this agent's node id at the advertised host:port, leader of every partition; in direct
+ * mode the live agents (of the client's zone when it names one), each partition led by its
+ * rendezvous choice among them, itself the only replica and ISR member. Any agent serves any
+ * request either way, so leadership only steers clients towards a warm cache.
  *
  * Topic lists follow Kafka: v0 with an empty list and v1+ with a null list mean every topic;
  * unknown topics are created when auto.create.topics.enable is on and the request allows it (v4+
  * says so explicitly; before v4 it is always allowed), otherwise answered with
  * UNKNOWN_TOPIC_OR_PARTITION. Topic lookups by id (v10+ with a null name) use the cache.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "agent.h"
@@ -18,22 +21,52 @@
 
 #define AGENT__NO_AUTH_OPS INT32_MIN /* "authorized operations not requested" */
 
-static void agent__fill_broker(struct agent *a, struct kp_metadata_response *r,
-                               struct agent_req *req)
+/* The brokers one request's client sees (cluster.c) and the controller among them. */
+struct agent__view {
+    struct agent_broker *b; /* arena */
+    size_t n;
+    int32_t controller; /* this agent when it is shown, else the lowest id shown */
+};
+
+static int agent__view(struct agent *a, struct agent_req *req, struct agent__view *v)
 {
-    r->brokers = kp_arena_calloc(&req->arena, 1, sizeof(*r->brokers));
-    r->brokers_count = 1;
-    kp_metadata_response_metadata_response_broker_init(&r->brokers[0]);
-    r->brokers[0].node_id = (int32_t)a->cfg.node_id;
-    r->brokers[0].host = kp_str_from(a->adv_host);
-    r->brokers[0].port = a->adv_port;
-    r->brokers[0].rack = KP_STR_NULL;
-    r->cluster_id = kp_str_from(a->cfg.cluster_id);
-    r->controller_id = (int32_t)a->cfg.node_id;
+    v->n = agent_cluster_view(a, req->hdr.client_id, &req->arena, &v->b);
+    if (v->n == 0) {
+        return -ENOMEM;
+    }
+    v->controller = v->b[0].id;
+    for (size_t i = 0; i < v->n; i++) {
+        if (v->b[i].id == (int32_t)a->cfg.node_id) {
+            v->controller = v->b[i].id;
+        }
+    }
+    return 0;
 }
 
-/* Fills one response topic from a cache entry (or an error when t is NULL). */
-static void agent__fill_topic(struct agent *a, struct agent_req *req,
+static struct kp_str agent__rack(const char *zone)
+{
+    return zone != NULL && zone[0] != '\0' ? kp_str_from(zone) : KP_STR_NULL;
+}
+
+static void agent__fill_brokers(struct agent *a, struct kp_metadata_response *r,
+                                struct agent_req *req, const struct agent__view *v)
+{
+    r->brokers = kp_arena_calloc(&req->arena, v->n, sizeof(*r->brokers));
+    r->brokers_count = r->brokers != NULL ? (int32_t)v->n : 0;
+    for (int32_t i = 0; i < r->brokers_count; i++) {
+        kp_metadata_response_metadata_response_broker_init(&r->brokers[i]);
+        r->brokers[i].node_id = v->b[i].id;
+        r->brokers[i].host = kp_str_from(v->b[i].host);
+        r->brokers[i].port = v->b[i].port;
+        r->brokers[i].rack = agent__rack(v->b[i].zone);
+    }
+    r->cluster_id = kp_str_from(a->cfg.cluster_id);
+    r->controller_id = v->controller;
+}
+
+/* Fills one response topic from a cache entry (or an error when t is NULL). Each partition's
+ * leader is its rendezvous choice among the brokers shown, its only replica and ISR member. */
+static void agent__fill_topic(struct agent_req *req, const struct agent__view *v,
                               struct kp_metadata_response_metadata_response_topic *out,
                               const struct agent_topic *t, struct kp_str name, int16_t error)
 {
@@ -52,23 +85,23 @@ static void agent__fill_topic(struct agent *a, struct agent_req *req,
     out->topic_id = t->id;
     out->is_internal = false;
     out->partitions = kp_arena_calloc(&req->arena, (size_t)t->partitions, sizeof(*out->partitions));
-    int32_t *self = kp_arena_calloc(&req->arena, 1, sizeof(int32_t));
-    if (out->partitions == NULL || self == NULL || copy == NULL) {
+    int32_t *leaders = kp_arena_calloc(&req->arena, (size_t)t->partitions + 1, sizeof(int32_t));
+    if (out->partitions == NULL || leaders == NULL || copy == NULL) {
         out->error_code = KP_ERROR_UNKNOWN_SERVER_ERROR;
         out->partitions_count = 0;
         return;
     }
-    *self = (int32_t)a->cfg.node_id;
     out->partitions_count = t->partitions;
     for (int32_t p = 0; p < t->partitions; p++) {
         struct kp_metadata_response_metadata_response_partition *mp = &out->partitions[p];
         kp_metadata_response_metadata_response_partition_init(mp);
+        leaders[p] = v->n == 1 ? v->b[0].id : agent_cluster_leader(v->b, v->n, &t->id, p);
         mp->partition_index = p;
-        mp->leader_id = (int32_t)a->cfg.node_id;
+        mp->leader_id = leaders[p];
         mp->leader_epoch = 0;
-        mp->replica_nodes = self;
+        mp->replica_nodes = &leaders[p];
         mp->replica_nodes_count = 1;
-        mp->isr_nodes = self;
+        mp->isr_nodes = &leaders[p];
         mp->isr_nodes_count = 1;
         mp->offline_replicas = NULL;
         mp->offline_replicas_count = 0;
@@ -87,7 +120,12 @@ static void agent__metadata_answer(void *arg, int status, struct agent_topic **t
     const struct kp_metadata_request *q = req->body;
     struct kp_metadata_response r;
     kp_metadata_response_init(&r);
-    agent__fill_broker(a, &r, req);
+    struct agent__view v;
+    if (agent__view(a, req, &v) != 0) {
+        agent_req_close_conn(req, "out of request memory");
+        return;
+    }
+    agent__fill_brokers(a, &r, req, &v);
     r.cluster_authorized_operations = AGENT__NO_AUTH_OPS;
     r.topics = kp_arena_calloc(&req->arena, n ? n : 1, sizeof(*r.topics));
     r.topics_count = (int32_t)n;
@@ -97,7 +135,7 @@ static void agent__metadata_answer(void *arg, int status, struct agent_topic **t
             name = q->topics[i].name;
         }
         int16_t err = status != 0 ? KP_ERROR_LEADER_NOT_AVAILABLE : errors[i];
-        agent__fill_topic(a, req, &r.topics[i], status != 0 ? NULL : topics[i], name, err);
+        agent__fill_topic(req, &v, &r.topics[i], status != 0 ? NULL : topics[i], name, err);
     }
     agent_req_respond(req, &r);
 }
@@ -137,15 +175,22 @@ void agent_handle_describe_cluster(struct agent_req *req)
         r.error_code = KP_ERROR_UNSUPPORTED_ENDPOINT_TYPE;
         r.error_message = kp_str_from("only broker endpoints (type 1) are served");
     }
+    struct agent__view v;
+    if (agent__view(a, req, &v) != 0) {
+        agent_req_close_conn(req, "out of request memory");
+        return;
+    }
     r.cluster_id = kp_str_from(a->cfg.cluster_id);
-    r.controller_id = (int32_t)a->cfg.node_id;
-    r.brokers = kp_arena_calloc(&req->arena, 1, sizeof(*r.brokers));
-    r.brokers_count = 1;
-    kp_describe_cluster_response_describe_cluster_broker_init(&r.brokers[0]);
-    r.brokers[0].broker_id = (int32_t)a->cfg.node_id;
-    r.brokers[0].host = kp_str_from(a->adv_host);
-    r.brokers[0].port = a->adv_port;
-    r.brokers[0].rack = KP_STR_NULL;
+    r.controller_id = v.controller;
+    r.brokers = kp_arena_calloc(&req->arena, v.n, sizeof(*r.brokers));
+    r.brokers_count = r.brokers != NULL ? (int32_t)v.n : 0;
+    for (int32_t i = 0; i < r.brokers_count; i++) {
+        kp_describe_cluster_response_describe_cluster_broker_init(&r.brokers[i]);
+        r.brokers[i].broker_id = v.b[i].id;
+        r.brokers[i].host = kp_str_from(v.b[i].host);
+        r.brokers[i].port = v.b[i].port;
+        r.brokers[i].rack = agent__rack(v.b[i].zone);
+    }
     r.cluster_authorized_operations = AGENT__NO_AUTH_OPS;
     agent_req_respond(req, &r);
 }

@@ -1,7 +1,9 @@
 /*
  * The journal and snapshots of journal.h: op encoding and replay, the on-disk record format,
- * start-up recovery (snapshot, replay, torn-tail cut, corruption report), and the writer thread
- * that turns many appends into one write + fdatasync (group commit).
+ * start-up recovery (newest snapshot, replay of the journal files after it, torn-tail cut,
+ * corruption report), the writer thread that turns many appends into one write + fdatasync
+ * (group commit), and journal rotation: a snapshot switches appends to a new journal file and,
+ * once it is durable, the files it covers are deleted (nothing is copied).
  */
 #include "runnel/metadata/journal.h"
 
@@ -18,13 +20,16 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
 #include "runnel/protocol/crc32c.h"
 #include "runnel/protocol/mem.h"
 
-#define META_SNAPSHOT_MAGIC "RNLSNAPF"
+#define META_SNAPSHOT_MAGIC "RNLSNAP2"    /* header with a u64 body length */
+#define META_SNAPSHOT_MAGIC_V1 "RNLSNAPF" /* the older header with a u32 length */
+#define META_SNAPSHOT_HEADER 32
 #define META_RECORD_HEADER 8         /* u32 len + u32 crc */
 #define META_RECORD_MAX (256u << 20) /* a body larger than this is corruption */
 
@@ -378,33 +383,34 @@ int meta_op_apply(struct meta_state *s, const uint8_t *op, size_t len, const cha
 
 /* ---- the journal ---- */
 
+/* A snapshot serialised on the loop thread, written by the writer thread. */
 struct meta_snapreq {
-    uint8_t *data;   /* serialised state, malloc'd */
-    size_t len;      /* bytes */
-    uint64_t seq;    /* last sequence the state reflects */
-    size_t boundary; /* bytes of `pending` that precede the snapshot */
+    uint8_t *data; /* serialised state, malloc'd */
+    size_t len;    /* bytes */
+    uint64_t seq;  /* last sequence the state reflects */
 };
 
 struct meta_journal {
     char *dir;                     /* data directory */
-    char *journal_path;            /* dir/journal */
-    char *snapshot_path;           /* dir/snapshot */
-    int fd;                        /* journal file, positioned at its end */
+    int fd;                        /* writer: the newest journal file, positioned at its end */
+    uint64_t gen;                  /* loop: generation of the newest journal file asked for */
+    uint64_t wgen;                 /* writer: generation of the file fd writes */
     uint64_t last_seq;             /* last appended sequence (loop thread) */
-    uint64_t file_bytes;           /* bytes written since the last snapshot (approx.) */
+    uint64_t file_bytes;           /* bytes appended since the last rotation */
+    uint64_t fork_gen;             /* loop: generation of the forked snapshot running, or 0 */
+    uint64_t fork_seq;             /* sequence the forked snapshot covers */
+    char crash_at[32];             /* test hook RUNNEL_META_CRASH_AT, "" when unset */
     pthread_t thread;              /* the writer */
     pthread_mutex_t mu;            /* guards the fields below */
     pthread_cond_t cond;           /* wakes the writer */
     struct meta__buf pending;      /* records not yet handed to the writer */
     uint64_t pending_last_seq;     /* seq of the last record in pending */
-    struct meta_snapreq *snap;     /* a snapshot to write, or NULL */
-    uint64_t wfile_off;            /* writer: bytes in the journal file */
-    bool mark_req;                 /* a forked snapshot marked its boundary in pending */
-    size_t mark_boundary;          /* bytes of pending before that boundary */
-    uint64_t mark_file_off;        /* writer: file offset where records after it begin */
-    bool install_req;              /* the forked snapshot is written: install it */
-    char *install_tmp;             /* its temporary file name */
-    uint64_t fork_seq;             /* sequence the forked snapshot covers */
+    bool rot_req;                  /* switch to journal file rot_gen after rot_boundary bytes */
+    size_t rot_boundary;           /* bytes of pending that go to the old file */
+    uint64_t rot_gen;              /* generation of the new file */
+    struct meta_snapreq *rot_snap; /* a snapshot to write as snapshot.<rot_gen>, or NULL */
+    bool install_req;              /* the forked snapshot.<install_gen>.tmp is complete */
+    uint64_t install_gen;          /* its generation */
     bool stop;                     /* writer should exit once pending is written */
     _Atomic uint64_t durable_seq;  /* last sequence confirmed by fdatasync */
     _Atomic int failed;            /* 0 or -errno of the failed write/sync */
@@ -433,6 +439,44 @@ static char *meta__path(const char *dir, const char *name)
     char *p = kp_xmalloc(n);
     snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+/* DIR/<kind>.<gen as 20 digits><suffix>, malloc'd. Fixed width: names sort like generations. */
+static char *meta__gen_path(const char *dir, const char *kind, uint64_t gen, const char *suffix)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "%s.%020" PRIu64 "%s", kind, gen, suffix);
+    return meta__path(dir, name);
+}
+
+/* Parses "<kind>.<20 digits>" exactly; false for any other name. */
+static bool meta__parse_gen(const char *name, const char *kind, uint64_t *gen)
+{
+    size_t k = strlen(kind);
+    if (strncmp(name, kind, k) != 0 || name[k] != '.' || strlen(name + k + 1) != 20) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (const char *p = name + k + 1; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *gen = v;
+    return true;
+}
+
+/*
+ * Test hook: when RUNNEL_META_CRASH_AT names `point`, the process SIGKILLs itself there, which
+ * is what a crash at that instant leaves on disk. The crash test uses it to reach every step of
+ * snapshot installation and journal rotation.
+ */
+static void meta__crash_point(const struct meta_journal *j, const char *point)
+{
+    if (j->crash_at[0] != '\0' && strcmp(j->crash_at, point) == 0) {
+        kill(getpid(), SIGKILL);
+    }
 }
 
 static int meta__read_file(const char *path, uint8_t **out, size_t *len)
@@ -518,38 +562,92 @@ static bool meta__all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
-static int meta__load_snapshot(struct meta_journal *j, struct meta_state *s, uint64_t *seq,
-                               char *err, size_t err_len)
+static uint64_t meta__be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+static uint32_t meta__be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The snapshot file header: magic | u64 last_seq | u64 body length | u32 crc32c | u32 zero. */
+static void meta__snapshot_header(uint8_t head[META_SNAPSHOT_HEADER], const uint8_t *data,
+                                  size_t len, uint64_t seq)
+{
+    memcpy(head, META_SNAPSHOT_MAGIC, 8);
+    uint32_t crc = kp_crc32c(0, data, len);
+    for (int i = 0; i < 8; i++) {
+        head[8 + i] = (uint8_t)(seq >> (56 - 8 * i));
+        head[16 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    }
+    for (int i = 0; i < 4; i++) {
+        head[24 + i] = (uint8_t)(crc >> (24 - 8 * i));
+        head[28 + i] = 0;
+    }
+}
+
+/* Writes header + data to `path` (created or truncated) and fdatasyncs it. */
+static int meta__write_snapshot_file(struct meta_journal *j, const char *path, const uint8_t *data,
+                                     size_t len, uint64_t seq)
+{
+    uint8_t head[META_SNAPSHOT_HEADER];
+    meta__snapshot_header(head, data, len, seq);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = meta__write_all(fd, head, sizeof(head));
+    if (rc == 0) {
+        rc = meta__write_all(fd, data, len);
+    }
+    if (rc == 0) {
+        rc = meta__sync(j, fd);
+    }
+    close(fd);
+    return rc;
+}
+
+static int meta__load_snapshot(struct meta_state *s, const char *path, uint64_t *seq, char *err,
+                               size_t err_len)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = meta__read_file(j->snapshot_path, &buf, &len);
-    if (rc == -ENOENT) {
-        *seq = 0;
-        return 0;
-    }
+    int rc = meta__read_file(path, &buf, &len);
     if (rc != 0) {
-        meta__errf(err, err_len, "%s: cannot read: %s", j->snapshot_path, strerror(-rc));
+        meta__errf(err, err_len, "%s: cannot read: %s", path, strerror(-rc));
         return rc;
     }
-    rc = -EINVAL;
-    if (len < 24 || memcmp(buf, META_SNAPSHOT_MAGIC, 8) != 0) {
-        meta__errf(err, err_len, "%s: byte 0: not a Runnel metadata snapshot", j->snapshot_path);
+    rc = -EUCLEAN;
+    size_t head = 0;
+    uint64_t body = 0;
+    uint32_t crc = 0;
+    if (len >= META_SNAPSHOT_HEADER && memcmp(buf, META_SNAPSHOT_MAGIC, 8) == 0) {
+        head = META_SNAPSHOT_HEADER;
+        body = meta__be64(buf + 16);
+        crc = meta__be32(buf + 24);
+    } else if (len >= 24 && memcmp(buf, META_SNAPSHOT_MAGIC_V1, 8) == 0) {
+        head = 24; /* the layout before journal rotation: a u32 length */
+        body = meta__be32(buf + 16);
+        crc = meta__be32(buf + 20);
+    } else {
+        meta__errf(err, err_len, "%s: byte 0: not a Runnel metadata snapshot", path);
         goto out;
     }
-    struct kp_reader r;
-    kp_reader_init(&r, buf + 8, len - 8);
-    *seq = (uint64_t)kp_read_i64(&r);
-    uint32_t body = kp_read_u32(&r);
-    uint32_t crc = kp_read_u32(&r);
-    if (body != len - 24 || kp_crc32c(0, buf + 24, body) != crc) {
-        meta__errf(err, err_len, "%s: byte 24: snapshot body length or CRC mismatch (corrupted)",
-                   j->snapshot_path);
+    *seq = meta__be64(buf + 8);
+    if (body != len - head || kp_crc32c(0, buf + head, (size_t)body) != crc) {
+        meta__errf(err, err_len, "%s: byte %zu: snapshot body length or CRC mismatch (corrupted)",
+                   path, head);
         goto out;
     }
     const char *why = NULL;
-    if (meta_state_deserialize(s, buf + 24, body, &why) != 0) {
-        meta__errf(err, err_len, "%s: byte 24: bad snapshot contents: %s", j->snapshot_path, why);
+    if (meta_state_deserialize(s, buf + head, (size_t)body, &why) != 0) {
+        meta__errf(err, err_len, "%s: byte %zu: bad snapshot contents: %s", path, head, why);
         goto out;
     }
     rc = 0;
@@ -558,23 +656,29 @@ out:
     return rc;
 }
 
-static int meta__replay(struct meta_journal *j, struct meta_state *s, uint64_t snap_seq, char *err,
-                        size_t err_len)
+/* Where replay is: carried from one journal file to the next. */
+struct meta__replay_pos {
+    uint64_t snap_seq; /* records up to this one are in the snapshot */
+    uint64_t expect;   /* sequence the next record must have, 0 before the first */
+    uint64_t last;     /* last sequence applied (or covered by the snapshot) */
+};
+
+/*
+ * Replays one journal file. A torn tail (the last record cut short, or a bad record with only
+ * zeros after it) is what a crash mid-write leaves; it is accepted only in the last file
+ * (`is_last`) and then cut there. Anything else stops start-up with the file and byte position.
+ */
+static int meta__replay_file(struct meta_state *s, const char *path, bool is_last,
+                             struct meta__replay_pos *rp, char *err, size_t err_len)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = meta__read_file(j->journal_path, &buf, &len);
-    if (rc == -ENOENT) {
-        j->last_seq = snap_seq;
-        return 0;
-    }
+    int rc = meta__read_file(path, &buf, &len);
     if (rc != 0) {
-        meta__errf(err, err_len, "%s: cannot read: %s", j->journal_path, strerror(-rc));
+        meta__errf(err, err_len, "%s: cannot read: %s", path, strerror(-rc));
         return rc;
     }
     size_t pos = 0;
-    uint64_t expect = 0; /* 0: not yet known */
-    uint64_t last = snap_seq;
     size_t cut = len;
     while (pos < len) {
         size_t left = len - pos;
@@ -583,10 +687,8 @@ static int meta__replay(struct meta_journal *j, struct meta_state *s, uint64_t s
         if (left < META_RECORD_HEADER) {
             torn = true;
         } else {
-            body = (uint32_t)buf[pos] << 24 | (uint32_t)buf[pos + 1] << 16 |
-                   (uint32_t)buf[pos + 2] << 8 | buf[pos + 3];
-            uint32_t crc = (uint32_t)buf[pos + 4] << 24 | (uint32_t)buf[pos + 5] << 16 |
-                           (uint32_t)buf[pos + 6] << 8 | buf[pos + 7];
+            body = meta__be32(buf + pos);
+            uint32_t crc = meta__be32(buf + pos + 4);
             if (body < 17 || body > META_RECORD_MAX || body > left - META_RECORD_HEADER ||
                 kp_crc32c(0, buf + pos + META_RECORD_HEADER, body) != crc) {
                 /* Torn if nothing meaningful follows: the record runs past the end, or all the
@@ -599,173 +701,146 @@ static int meta__replay(struct meta_journal *j, struct meta_state *s, uint64_t s
                     meta__errf(err, err_len,
                                "%s: byte %zu: corrupted journal record (bad length or CRC) "
                                "followed by %zu more bytes; refusing to start",
-                               j->journal_path, pos, left);
+                               path, pos, left);
                     rc = -EUCLEAN;
                     goto out;
                 }
             }
+        }
+        if (torn && !is_last) {
+            meta__errf(err, err_len,
+                       "%s: byte %zu: torn or corrupted journal record at the end of a file that "
+                       "is not the newest one (a newer journal file follows); refusing to start",
+                       path, pos);
+            rc = -EUCLEAN;
+            goto out;
         }
         if (torn) {
             cut = pos;
             break;
         }
         const uint8_t *b = buf + pos + META_RECORD_HEADER;
-        uint64_t seq = 0;
-        for (int i = 0; i < 8; i++) {
-            seq = seq << 8 | b[i];
-        }
-        if (expect != 0 && seq != expect) {
+        uint64_t seq = meta__be64(b);
+        if (rp->expect != 0 && seq != rp->expect) {
             meta__errf(err, err_len,
-                       "%s: byte %zu: sequence %" PRIu64 " where %" PRIu64 " was expected",
-                       j->journal_path, pos, seq, expect);
+                       "%s: byte %zu: sequence %" PRIu64 " where %" PRIu64 " was expected", path,
+                       pos, seq, rp->expect);
             rc = -EUCLEAN;
             goto out;
         }
-        if (seq > snap_seq) {
-            if (seq != last + 1) {
+        if (seq > rp->snap_seq) {
+            if (seq != rp->last + 1) {
                 meta__errf(err, err_len,
                            "%s: byte %zu: sequence %" PRIu64 " does not follow %" PRIu64
                            " (missing records)",
-                           j->journal_path, pos, seq, last);
+                           path, pos, seq, rp->last);
                 rc = -EUCLEAN;
                 goto out;
             }
             const char *why = NULL;
             if (meta_op_apply(s, b + 8, body - 8, &why) != 0) {
-                meta__errf(err, err_len, "%s: byte %zu: undecodable op: %s", j->journal_path, pos,
-                           why);
+                meta__errf(err, err_len, "%s: byte %zu: undecodable op: %s", path, pos, why);
                 rc = -EUCLEAN;
                 goto out;
             }
-            last = seq;
+            rp->last = seq;
         }
-        expect = seq + 1;
+        rp->expect = seq + 1;
         pos += META_RECORD_HEADER + body;
     }
     if (cut < len) {
-        fprintf(stderr, "runnel metadata: %s: cutting a torn tail of %zu bytes at byte %zu\n",
-                j->journal_path, len - cut, cut);
-        if (truncate(j->journal_path, (off_t)cut) != 0) {
+        fprintf(stderr, "runnel metadata: %s: cutting a torn tail of %zu bytes at byte %zu\n", path,
+                len - cut, cut);
+        if (truncate(path, (off_t)cut) != 0) {
             rc = -errno;
-            meta__errf(err, err_len, "%s: cannot cut torn tail: %s", j->journal_path,
-                       strerror(errno));
+            meta__errf(err, err_len, "%s: cannot cut torn tail: %s", path, strerror(errno));
             goto out;
         }
     }
-    j->last_seq = last;
-    j->file_bytes = cut;
     rc = 0;
 out:
     free(buf);
     return rc;
 }
 
-static int meta__write_snapshot(struct meta_journal *j, struct meta_snapreq *sr)
+/*
+ * Deletes the snapshots and journal files of generations below `gen` (everything snapshot.<gen>
+ * covers). Failures are ignored: start-up deletes what is left.
+ */
+static void meta__remove_older(struct meta_journal *j, uint64_t gen)
 {
-    char *tmp = meta__path(j->dir, "snapshot.tmp");
-    uint8_t head[24];
-    memcpy(head, META_SNAPSHOT_MAGIC, 8);
-    for (int i = 0; i < 8; i++) {
-        head[8 + i] = (uint8_t)(sr->seq >> (56 - 8 * i));
+    DIR *d = opendir(j->dir);
+    if (d == NULL) {
+        return;
     }
-    uint32_t len = (uint32_t)sr->len;
-    uint32_t crc = kp_crc32c(0, sr->data, sr->len);
-    for (int i = 0; i < 4; i++) {
-        head[16 + i] = (uint8_t)(len >> (24 - 8 * i));
-        head[20 + i] = (uint8_t)(crc >> (24 - 8 * i));
+    bool first = true;
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d)) {
+        uint64_t g;
+        if ((meta__parse_gen(e->d_name, "journal", &g) ||
+             meta__parse_gen(e->d_name, "snapshot", &g)) &&
+            g < gen) {
+            char *path = meta__path(j->dir, e->d_name);
+            unlink(path);
+            free(path);
+            if (first) {
+                meta__crash_point(j, "mid-delete");
+                first = false;
+            }
+        }
     }
-    int rc;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = -errno;
-        goto out;
-    }
-    rc = meta__write_all(fd, head, sizeof(head));
-    if (rc == 0) {
-        rc = meta__write_all(fd, sr->data, sr->len);
-    }
-    if (rc == 0) {
-        rc = meta__sync(j, fd);
-    }
-    close(fd);
-    if (rc == 0 && rename(tmp, j->snapshot_path) != 0) {
-        rc = -errno;
-    }
-    if (rc == 0) {
-        rc = meta__fsync_dir(j->dir);
-    }
-    /* The snapshot covers every record written so far: drop them from the journal. */
-    if (rc == 0 && ftruncate(j->fd, 0) != 0) {
-        rc = -errno;
-    }
-    if (rc == 0 && lseek(j->fd, 0, SEEK_SET) < 0) {
-        rc = -errno;
-    }
-    if (rc == 0) {
-        rc = meta__sync(j, j->fd);
-    }
-out:
-    free(tmp);
-    return rc;
+    closedir(d);
 }
 
 /*
- * Installs a snapshot written by a forked child: renames it into place, then rewrites the
- * journal keeping only the records after the snapshot's boundary. Runs on the writer thread
- * between group commits. A crash at any point leaves a state that start-up recovers: before the
- * rename the old snapshot and full journal; after it, records the snapshot covers are skipped.
+ * Writer thread: makes journal.<gen> the file appends go to. The old file is fdatasynced first,
+ * so only the newest file can ever end in a torn record; the new file's directory entry is
+ * durable before any record in it can be acknowledged.
  */
-static int meta__install_forked(struct meta_journal *j, const char *tmp)
+static int meta__rotate(struct meta_journal *j, uint64_t gen)
 {
-    int rc = 0;
-    if (rename(tmp, j->snapshot_path) != 0) {
+    int rc = meta__sync(j, j->fd);
+    if (rc != 0) {
+        return rc;
+    }
+    char *path = meta__gen_path(j->dir, "journal", gen, "");
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    free(path);
+    if (fd < 0) {
         return -errno;
     }
     rc = meta__fsync_dir(j->dir);
     if (rc != 0) {
+        close(fd);
         return rc;
     }
-    uint64_t from = j->mark_file_off;
-    uint64_t len = j->wfile_off > from ? j->wfile_off - from : 0;
-    char *jtmp = meta__path(j->dir, "journal.tmp");
-    uint8_t *buf = kp_xmalloc(len ? len : 1);
-    int in = open(j->journal_path, O_RDONLY | O_CLOEXEC);
-    int out = -1;
-    if (in < 0 || pread(in, buf, len, (off_t)from) != (ssize_t)len) {
-        rc = in < 0 ? -errno : -EIO;
-        goto done;
-    }
-    out = open(jtmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    if (out < 0) {
-        rc = -errno;
-        goto done;
-    }
-    rc = meta__write_all(out, buf, len);
-    if (rc == 0) {
-        rc = meta__sync(j, out);
-    }
-    if (rc == 0 && rename(jtmp, j->journal_path) != 0) {
-        rc = -errno;
-    }
+    close(j->fd);
+    j->fd = fd;
+    j->wgen = gen;
+    meta__crash_point(j, "rotated");
+    return 0;
+}
+
+/*
+ * Writer thread: puts a complete snapshot.<gen>.tmp in place as snapshot.<gen> and deletes what
+ * it covers. journal.<gen> already exists (the rotation was handled first). A crash before the
+ * rename leaves the older snapshot and every journal file (the temporary is deleted at start-up);
+ * after it, the older files are ignored and deleted at start-up.
+ */
+static int meta__install(struct meta_journal *j, uint64_t gen)
+{
+    meta__crash_point(j, "before-rename");
+    char *tmp = meta__gen_path(j->dir, "snapshot", gen, ".tmp");
+    char *path = meta__gen_path(j->dir, "snapshot", gen, "");
+    int rc = rename(tmp, path) == 0 ? 0 : -errno;
+    free(tmp);
+    free(path);
     if (rc == 0) {
         rc = meta__fsync_dir(j->dir);
     }
     if (rc == 0) {
-        close(j->fd);
-        j->fd = out;
-        out = -1;
-        j->wfile_off = len;
-        j->mark_file_off = 0;
+        meta__crash_point(j, "renamed");
+        meta__remove_older(j, gen);
     }
-done:
-    if (in >= 0) {
-        close(in);
-    }
-    if (out >= 0) {
-        close(out);
-    }
-    free(buf);
-    free(jtmp);
     return rc;
 }
 
@@ -775,11 +850,10 @@ static void *meta__writer(void *arg)
     struct meta__buf work = {0};
     pthread_mutex_lock(&j->mu);
     for (;;) {
-        while (!j->stop && j->pending.len == 0 && j->snap == NULL && !j->install_req &&
-               !j->mark_req) {
+        while (!j->stop && j->pending.len == 0 && !j->rot_req && !j->install_req) {
             pthread_cond_wait(&j->cond, &j->mu);
         }
-        if (j->pending.len == 0 && j->snap == NULL && !j->install_req && !j->mark_req) {
+        if (j->pending.len == 0 && !j->rot_req && !j->install_req) {
             break; /* stop requested and nothing left */
         }
         struct meta__buf tmp = work;
@@ -787,40 +861,29 @@ static void *meta__writer(void *arg)
         j->pending = tmp;
         j->pending.len = 0;
         uint64_t seq = j->pending_last_seq;
-        struct meta_snapreq *snap = j->snap;
-        j->snap = NULL;
-        bool mark = j->mark_req;
-        size_t mark_boundary = j->mark_boundary;
-        j->mark_req = false;
-        char *install = j->install_req ? j->install_tmp : NULL;
+        bool rot = j->rot_req;
+        size_t first = rot ? j->rot_boundary : work.len;
+        uint64_t rot_gen = j->rot_gen;
+        struct meta_snapreq *snap = j->rot_snap;
+        bool install = j->install_req;
+        uint64_t install_gen = j->install_gen;
+        j->rot_req = false;
+        j->rot_snap = NULL;
         j->install_req = false;
-        j->install_tmp = NULL;
         pthread_mutex_unlock(&j->mu);
-        if (mark) {
-            j->mark_file_off = j->wfile_off + mark_boundary;
-        }
 
         int rc = atomic_load(&j->failed);
         if (rc == 0) {
-            size_t first = snap != NULL ? snap->boundary : work.len;
             rc = meta__write_all(j->fd, work.p, first);
-            if (rc == 0 && snap != NULL) {
+            if (rc == 0 && rot) {
+                rc = meta__rotate(j, rot_gen);
+            } else if (rc == 0 && first > 0) {
                 rc = meta__sync(j, j->fd);
-                if (rc == 0) {
-                    rc = meta__write_snapshot(j, snap);
-                }
             }
             if (rc == 0 && work.len > first) {
                 rc = meta__write_all(j->fd, work.p + first, work.len - first);
-            }
-            if (rc == 0 && (work.len > first || snap == NULL)) {
-                rc = meta__sync(j, j->fd);
-            }
-            if (rc == 0) {
-                /* After an in-thread snapshot the file restarted at 0 with the later records. */
-                j->wfile_off = snap != NULL ? work.len - first : j->wfile_off + work.len;
-                if (snap != NULL) {
-                    j->mark_file_off = 0;
+                if (rc == 0) {
+                    rc = meta__sync(j, j->fd);
                 }
             }
             if (rc != 0) {
@@ -828,14 +891,24 @@ static void *meta__writer(void *arg)
             } else {
                 atomic_store(&j->durable_seq, seq);
             }
-            if (rc == 0 && install != NULL) {
-                rc = meta__install_forked(j, install);
-                if (rc != 0) {
-                    atomic_store(&j->failed, rc);
-                }
+        }
+        if (rc == 0 && snap != NULL) {
+            char *stmp = meta__gen_path(j->dir, "snapshot", rot_gen, ".tmp");
+            rc = meta__write_snapshot_file(j, stmp, snap->data, snap->len, snap->seq);
+            free(stmp);
+            if (rc == 0) {
+                rc = meta__install(j, rot_gen);
+            }
+            if (rc != 0) {
+                atomic_store(&j->failed, rc);
             }
         }
-        free(install);
+        if (rc == 0 && install) {
+            rc = meta__install(j, install_gen);
+            if (rc != 0) {
+                atomic_store(&j->failed, rc);
+            }
+        }
         if (snap != NULL) {
             free(snap->data);
             free(snap);
@@ -850,6 +923,180 @@ static void *meta__writer(void *arg)
     return NULL;
 }
 
+/* What start-up found in the data directory. */
+struct meta__dirscan {
+    uint64_t *jgens;  /* journal generations, ascending */
+    size_t n_jgens;   /* entries */
+    uint64_t snap;    /* newest snapshot generation */
+    bool has_snap;    /* whether there is one */
+    uint64_t max_gen; /* highest generation of any file */
+};
+
+static int meta__cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Deletes temporaries (a snapshot child killed with its parent, the copy of the older design),
+ * gives the files of the layout before rotation (`journal`, `snapshot`) generation 0, and lists
+ * the generations present.
+ */
+static int meta__scan_dir(const char *dir, struct meta__dirscan *ds, char *err, size_t err_len)
+{
+    memset(ds, 0, sizeof(*ds));
+    static const char *const legacy[] = {"journal", "snapshot"};
+    for (int i = 0; i < 2; i++) {
+        char *old = meta__path(dir, legacy[i]);
+        if (access(old, F_OK) == 0) {
+            char *neu = meta__gen_path(dir, legacy[i], 0, "");
+            int rc = rename(old, neu) == 0 ? meta__fsync_dir(dir) : -errno;
+            if (rc != 0) {
+                meta__errf(err, err_len, "%s: cannot rename to %s: %s", old, neu, strerror(-rc));
+            }
+            free(neu);
+            free(old);
+            if (rc != 0) {
+                return rc;
+            }
+            continue;
+        }
+        free(old);
+    }
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        int e = -errno;
+        meta__errf(err, err_len, "%s: cannot list: %s", dir, strerror(errno));
+        return e;
+    }
+    size_t cap = 0;
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d)) {
+        size_t n = strlen(e->d_name);
+        uint64_t g;
+        if ((n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0) ||
+            strncmp(e->d_name, "snapshot.tmp", 12) == 0) {
+            char *path = meta__path(dir, e->d_name);
+            unlink(path);
+            free(path);
+        } else if (meta__parse_gen(e->d_name, "journal", &g)) {
+            if (ds->n_jgens == cap) {
+                cap = cap ? cap * 2 : 8;
+                ds->jgens = kp_xrealloc(ds->jgens, cap * sizeof(*ds->jgens));
+            }
+            ds->jgens[ds->n_jgens++] = g;
+            ds->max_gen = g > ds->max_gen ? g : ds->max_gen;
+        } else if (meta__parse_gen(e->d_name, "snapshot", &g)) {
+            if (!ds->has_snap || g > ds->snap) {
+                ds->snap = g;
+            }
+            ds->has_snap = true;
+            ds->max_gen = g > ds->max_gen ? g : ds->max_gen;
+        }
+    }
+    closedir(d);
+    if (ds->n_jgens > 0) {
+        qsort(ds->jgens, ds->n_jgens, sizeof(*ds->jgens), meta__cmp_u64);
+    }
+    return 0;
+}
+
+/*
+ * Start-up: the newest snapshot, then every journal file from its generation on, in order.
+ * Files of older generations are what a crash during the deletes after an install left; they
+ * are deleted once everything loaded. On success j->wgen names the (existing) file appends
+ * continue in, and j->last_seq the last record replayed.
+ */
+static int meta__recover(struct meta_journal *j, struct meta_state *s, char *err, size_t err_len)
+{
+    struct meta__dirscan ds;
+    int rc = meta__scan_dir(j->dir, &ds, err, err_len);
+    if (rc != 0) {
+        return rc;
+    }
+    struct meta__replay_pos rp = {0};
+    if (ds.has_snap) {
+        char *path = meta__gen_path(j->dir, "snapshot", ds.snap, "");
+        rc = meta__load_snapshot(s, path, &rp.snap_seq, err, err_len);
+        free(path);
+        if (rc != 0) {
+            goto out;
+        }
+        rp.last = rp.snap_seq;
+    }
+    /* The files to replay: generations from the snapshot's on, with no gaps. A snapshot of
+     * generation G is installed only after journal.G exists, and without a snapshot the first
+     * file is journal.1 (or journal.0 of the older layout). */
+    size_t from = 0;
+    while (ds.has_snap && from < ds.n_jgens && ds.jgens[from] < ds.snap) {
+        from++;
+    }
+    uint64_t want = ds.has_snap ? ds.snap : (from < ds.n_jgens && ds.jgens[from] == 0 ? 0 : 1);
+    if (from == ds.n_jgens && (!ds.has_snap || ds.snap == 0)) {
+        /* A new directory (or a snapshot of the older layout without a journal). */
+        char *path = meta__gen_path(j->dir, "journal", want, "");
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        rc = fd >= 0 ? 0 : -errno;
+        if (fd >= 0) {
+            close(fd);
+        } else {
+            meta__errf(err, err_len, "%s: cannot create: %s", path, strerror(-rc));
+        }
+        free(path);
+        if (rc != 0) {
+            goto out;
+        }
+        j->wgen = want;
+    }
+    for (size_t i = from; i < ds.n_jgens; i++, want++) {
+        if (ds.jgens[i] != want) {
+            char *missing = meta__gen_path(j->dir, "journal", want, "");
+            meta__errf(err, err_len,
+                       "%s is missing (journal files of generation %" PRIu64
+                       " onward are present); refusing to start",
+                       missing, ds.jgens[i]);
+            free(missing);
+            rc = -EUCLEAN;
+            goto out;
+        }
+        char *path = meta__gen_path(j->dir, "journal", ds.jgens[i], "");
+        rc = meta__replay_file(s, path, i + 1 == ds.n_jgens, &rp, err, err_len);
+        free(path);
+        if (rc != 0) {
+            goto out;
+        }
+        j->wgen = ds.jgens[i];
+    }
+    if (from == ds.n_jgens && ds.has_snap && ds.snap > 0) {
+        char *missing = meta__gen_path(j->dir, "journal", ds.snap, "");
+        meta__errf(err, err_len,
+                   "%s is missing (snapshot.%020" PRIu64 " is followed by it); refusing to start",
+                   missing, ds.snap);
+        free(missing);
+        rc = -EUCLEAN;
+        goto out;
+    }
+    j->last_seq = rp.last;
+    j->gen = j->wgen > ds.max_gen ? j->wgen : ds.max_gen;
+    if (ds.has_snap) {
+        meta__remove_older(j, ds.snap);
+    }
+    rc = 0;
+out:
+    free(ds.jgens);
+    return rc;
+}
+
+static void meta__journal_free(struct meta_journal *j)
+{
+    if (j->fd >= 0) {
+        close(j->fd);
+    }
+    free(j->dir);
+    free(j);
+}
+
 int meta_journal_open(struct meta_journal **out, const char *dir, struct meta_state *s,
                       meta_journal_notify_fn notify, void *arg, char *err, size_t err_len)
 {
@@ -859,35 +1106,22 @@ int meta_journal_open(struct meta_journal **out, const char *dir, struct meta_st
         meta__errf(err, err_len, "%s: cannot create data directory: %s", dir, strerror(errno));
         return e;
     }
-    /* Snapshots a killed process's child never finished are garbage. */
-    DIR *d = opendir(dir);
-    for (struct dirent *e = d != NULL ? readdir(d) : NULL; e != NULL; e = readdir(d)) {
-        if (strncmp(e->d_name, "snapshot.tmp", 12) == 0 || strcmp(e->d_name, "journal.tmp") == 0) {
-            char *path = meta__path(dir, e->d_name);
-            unlink(path);
-            free(path);
-        }
-    }
-    if (d != NULL) {
-        closedir(d);
-    }
     struct meta_journal *j = kp_xcalloc(1, sizeof(*j));
     j->dir = kp_xstrdup(dir);
-    j->journal_path = meta__path(dir, "journal");
-    j->snapshot_path = meta__path(dir, "snapshot");
     j->fd = -1;
     j->notify = notify;
     j->notify_arg = arg;
-    uint64_t snap_seq = 0;
-    int rc = meta__load_snapshot(j, s, &snap_seq, err, err_len);
-    if (rc == 0) {
-        rc = meta__replay(j, s, snap_seq, err, err_len);
+    const char *crash = getenv("RUNNEL_META_CRASH_AT");
+    if (crash != NULL) {
+        snprintf(j->crash_at, sizeof(j->crash_at), "%s", crash);
     }
+    int rc = meta__recover(j, s, err, err_len);
+    char *path = meta__gen_path(dir, "journal", j->wgen, "");
     if (rc == 0) {
-        j->fd = open(j->journal_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        j->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
         if (j->fd < 0) {
             rc = -errno;
-            meta__errf(err, err_len, "%s: cannot open: %s", j->journal_path, strerror(errno));
+            meta__errf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
         }
     }
     if (rc == 0) {
@@ -897,31 +1131,23 @@ int meta_journal_open(struct meta_journal **out, const char *dir, struct meta_st
             rc = meta__fsync_dir(dir);
         }
         if (rc != 0) {
-            meta__errf(err, err_len, "%s: fdatasync failed: %s", j->journal_path, strerror(-rc));
+            meta__errf(err, err_len, "%s: fdatasync failed: %s", path, strerror(-rc));
         }
     }
+    free(path);
     if (rc != 0) {
-        if (j->fd >= 0) {
-            close(j->fd);
-        }
-        free(j->dir);
-        free(j->journal_path);
-        free(j->snapshot_path);
-        free(j);
+        meta__journal_free(j);
         return rc;
     }
     atomic_store(&j->durable_seq, j->last_seq);
     j->pending_last_seq = j->last_seq;
-    j->wfile_off = j->file_bytes;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cond, NULL);
     if (pthread_create(&j->thread, NULL, meta__writer, j) != 0) {
         meta__errf(err, err_len, "cannot start the journal writer thread");
-        close(j->fd);
-        free(j->dir);
-        free(j->journal_path);
-        free(j->snapshot_path);
-        free(j);
+        pthread_mutex_destroy(&j->mu);
+        pthread_cond_destroy(&j->cond);
+        meta__journal_free(j);
         return -EAGAIN;
     }
     *out = j;
@@ -980,61 +1206,72 @@ uint64_t meta_journal_syncs(struct meta_journal *j)
     return atomic_load(&j->syncs);
 }
 
-int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s)
+uint64_t meta_journal_generation(const struct meta_journal *j)
 {
-    struct meta_snapreq *sr = kp_xcalloc(1, sizeof(*sr));
-    int rc = meta_state_serialize(s, &sr->data, &sr->len);
-    if (rc != 0) {
-        free(sr);
-        return rc;
-    }
-    sr->seq = j->last_seq;
+    return j->gen;
+}
+
+/*
+ * Asks the writer to switch to journal file `gen` after the records appended so far (the ones
+ * a snapshot taken now reflects). Returns -EBUSY while an earlier switch is not taken yet.
+ */
+static int meta__request_rotation(struct meta_journal *j, uint64_t gen, struct meta_snapreq *snap)
+{
     pthread_mutex_lock(&j->mu);
-    if (j->snap != NULL) {
-        /* One is still queued: this newer one replaces it (it covers more). Its boundary moves
-         * to the current end, which is where the old snapshot's records end too. */
-        free(j->snap->data);
-        free(j->snap);
+    if (j->rot_req) {
+        pthread_mutex_unlock(&j->mu);
+        return -EBUSY;
     }
-    sr->boundary = j->pending.len;
-    j->snap = sr;
+    j->rot_req = true;
+    j->rot_boundary = j->pending.len;
+    j->rot_gen = gen;
+    j->rot_snap = snap;
     pthread_cond_signal(&j->cond);
     pthread_mutex_unlock(&j->mu);
+    j->gen = gen;
     j->file_bytes = 0;
     return 0;
 }
 
+int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s)
+{
+    if (atomic_load(&j->failed) != 0) {
+        return -EIO;
+    }
+    if (j->fork_gen != 0) {
+        return -EBUSY;
+    }
+    struct meta_snapreq *sr = kp_xcalloc(1, sizeof(*sr));
+    int rc = meta_state_serialize(s, &sr->data, &sr->len);
+    if (rc == 0) {
+        sr->seq = j->last_seq;
+        rc = meta__request_rotation(j, j->gen + 1, sr);
+    }
+    if (rc != 0) {
+        free(sr->data);
+        free(sr);
+    }
+    return rc;
+}
+
+/* Child side of meta_journal_snapshot_fork: serialise the copy-on-write image and write it. */
 static int meta__child_write_snapshot(struct meta_journal *j, const struct meta_state *s,
                                       const char *tmp)
 {
-    struct meta_snapreq sr = {0};
-    if (meta_state_serialize(s, &sr.data, &sr.len) != 0) {
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (meta_state_serialize(s, &data, &len) != 0) {
         return -ENOMEM;
     }
-    sr.seq = j->fork_seq;
-    uint8_t head[24];
-    memcpy(head, META_SNAPSHOT_MAGIC, 8);
-    for (int i = 0; i < 8; i++) {
-        head[8 + i] = (uint8_t)(sr.seq >> (56 - 8 * i));
+    int rc;
+    if (strcmp(j->crash_at, "snapshot-partial") == 0) {
+        /* Test hook: the parent dies while the temporary is half written. */
+        rc = meta__write_snapshot_file(NULL, tmp, data, len / 2, j->fork_seq);
+        kill(getppid(), SIGKILL);
+        _exit(rc == 0 ? 1 : 2);
     }
-    uint32_t len = (uint32_t)sr.len;
-    uint32_t crc = kp_crc32c(0, sr.data, sr.len);
-    for (int i = 0; i < 4; i++) {
-        head[16 + i] = (uint8_t)(len >> (24 - 8 * i));
-        head[20 + i] = (uint8_t)(crc >> (24 - 8 * i));
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return -errno;
-    }
-    int rc = meta__write_all(fd, head, sizeof(head));
-    if (rc == 0) {
-        rc = meta__write_all(fd, sr.data, sr.len);
-    }
-    if (rc == 0) {
-        rc = meta__sync(NULL, fd);
-    }
-    close(fd);
+    rc = meta__write_snapshot_file(NULL, tmp, data, len, j->fork_seq);
+    free(data);
     return rc;
 }
 
@@ -1043,17 +1280,26 @@ pid_t meta_journal_snapshot_fork(struct meta_journal *j, const struct meta_state
     if (atomic_load(&j->failed) != 0) {
         return -EIO;
     }
-    char name[64];
-    snprintf(name, sizeof(name), "snapshot.tmp.%d", (int)getpid());
-    char *tmp = meta__path(j->dir, name);
-    j->fork_seq = j->last_seq;
+    if (j->fork_gen != 0) {
+        return -EBUSY;
+    }
     pthread_mutex_lock(&j->mu);
-    j->mark_req = true;
-    j->mark_boundary = j->pending.len;
+    bool busy = j->rot_req;
+    pthread_mutex_unlock(&j->mu);
+    if (busy) {
+        return -EBUSY;
+    }
+    uint64_t gen = j->gen + 1;
+    char *tmp = meta__gen_path(j->dir, "snapshot", gen, ".tmp");
+    j->fork_seq = j->last_seq;
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         /* Child: a copy-on-write image of the state. Touch nothing shared; just write. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(1);
+        }
         if (close_range(3, ~0U, 0) != 0) {
             for (int fd = 3; fd < 65536; fd++) {
                 close(fd);
@@ -1061,35 +1307,41 @@ pid_t meta_journal_snapshot_fork(struct meta_journal *j, const struct meta_state
         }
         _exit(meta__child_write_snapshot(j, s, tmp) == 0 ? 0 : 1);
     }
-    if (pid < 0) {
-        j->mark_req = false;
-    } else {
-        pthread_cond_signal(&j->cond);
-    }
-    pthread_mutex_unlock(&j->mu);
     free(tmp);
     if (pid < 0) {
         return -errno;
     }
-    j->file_bytes = 0;
+    /* Only this thread appends, so the records in pending now are exactly the ones the child's
+     * image reflects: the switch goes right after them. */
+    int rc = meta__request_rotation(j, gen, NULL);
+    if (rc != 0) {
+        /* Unreachable (checked above, and only this thread requests); never install it. */
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return rc;
+    }
+    j->fork_gen = gen;
     return pid;
 }
 
 void meta_journal_snapshot_forked_done(struct meta_journal *j, pid_t pid, bool ok)
 {
-    char name[64];
-    snprintf(name, sizeof(name), "snapshot.tmp.%d", (int)getpid());
-    char *tmp = meta__path(j->dir, name);
     (void)pid;
+    uint64_t gen = j->fork_gen;
+    j->fork_gen = 0;
+    if (gen == 0) {
+        return;
+    }
     if (!ok) {
+        /* The rotation stays: the next snapshot covers both files. */
+        char *tmp = meta__gen_path(j->dir, "snapshot", gen, ".tmp");
         unlink(tmp);
         free(tmp);
         return;
     }
     pthread_mutex_lock(&j->mu);
-    free(j->install_tmp);
-    j->install_tmp = tmp;
     j->install_req = true;
+    j->install_gen = gen;
     pthread_cond_signal(&j->cond);
     pthread_mutex_unlock(&j->mu);
 }
@@ -1106,15 +1358,10 @@ void meta_journal_close(struct meta_journal *j)
     pthread_join(j->thread, NULL);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cond);
-    if (j->snap != NULL) {
-        free(j->snap->data);
-        free(j->snap);
+    if (j->rot_snap != NULL) {
+        free(j->rot_snap->data);
+        free(j->rot_snap);
     }
     meta__buf_free(&j->pending);
-    free(j->install_tmp);
-    close(j->fd);
-    free(j->dir);
-    free(j->journal_path);
-    free(j->snapshot_path);
-    free(j);
+    meta__journal_free(j);
 }

@@ -1048,6 +1048,15 @@ int16_t meta_state_register_agent(struct meta_state *s, int64_t now_ms, int32_t 
     if (id >= s->next_agent_id && id < INT32_MAX) {
         s->next_agent_id = id + 1;
     }
+    /* Another registration at the same address is a previous incarnation (restarted with a
+     * new id): forget it now, since clients misbehave when two ids share one address. */
+    for (uint32_t i = 0; i < s->n_agents; i++) {
+        struct meta_agent *o = &s->agents[i];
+        if (o != a && o->port == port && o->host != NULL && strlen(o->host) == host_len &&
+            memcmp(o->host, host, host_len) == 0) {
+            o->last_heartbeat_ms = INT64_MIN;
+        }
+    }
     free(a->host);
     free(a->zone);
     a->host = meta__strndup(host, host_len);

@@ -8,6 +8,7 @@
 #define RUNNEL_STORAGE_STORE_INT_H
 
 #include <stdarg.h>
+#include <sys/types.h>
 
 #include "runnel/storage/store.h"
 
@@ -133,6 +134,23 @@ int store__s3_open(struct store *s, struct store__url *u, const struct store_con
                    size_t errlen);
 int store__faulty_open(struct store *s, struct store__url *u, const struct store_config *cfg,
                        char *err, size_t errlen);
+
+/* file:// counters, for tests and benchmarks. */
+struct store__fs_stats {
+    uint64_t inline_reads; /* GET/HEAD answered on the loop thread from a cached descriptor */
+    uint64_t fallbacks;    /* inline GETs finished on the pool (data not in the page cache) */
+    uint64_t pool_reads;   /* GET/HEAD started on the pool (key not in the descriptor cache) */
+    uint64_t evictions;    /* cached descriptors dropped (LRU, delete, overwrite, gone) */
+    size_t cached;         /* descriptors in the cache now */
+};
+
+/* Copies the counters of a file:// store; -EINVAL for another backend. */
+int store__fs_get_stats(struct store *s, struct store__fs_stats *out);
+
+/* The preadv2() the file backend's inline reads use; tests replace it to inject EAGAIN. */
+struct iovec;
+extern ssize_t (*store__fs_preadv2)(int fd, const struct iovec *iov, int iovcnt, off_t off,
+                                    int flags);
 
 /* Called by a backend when an attempt has ended (op->res filled). */
 void store__attempt_done(struct store__op *op);

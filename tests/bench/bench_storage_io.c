@@ -7,18 +7,27 @@
  *
  * Requests alternate between the two clients (A B B A ...), one at a time.
  *
+ * For file:// PUTs a second peer does what Runnel's durable PUT does, with curl writing the
+ * bytes: curl uploads to a temporary file:// name, then a helper opens it, fdatasync()s it,
+ * renames it over the target and fsync()s the directory ("curl+sync"). Both ratios are printed:
+ * against plain curl (which overwrites in place and never syncs) and against curl+sync (like
+ * for like with a durable store; with nosync=true the plain-curl ratio is the like-for-like one).
+ *
  * usage: bench_storage_io URL [ROUNDS]
  *   URL   s3://bucket?endpoint=...  (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)
- *         file:///dir               (curl peer writes with plain file:// uploads, no fsync:
- *                                    compare with file:///dir?nosync=true for like with like)
+ *         file:///dir               (plain curl peer: file:// uploads without fsync, compare
+ *                                    with ?nosync=true; curl+sync peer: see above)
  *   ROUNDS requests per case and client (default 20; ranged GETs use 10x)
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <uv.h>
@@ -144,18 +153,64 @@ static size_t source_read(char *p, size_t size, size_t n, void *u)
 
 static CURL *peer;
 
+/* The file a key maps to for the curl peer, and the URL of that file (or of its temporary). */
+static void curl_file_names(const char *key, bool tmp, char *path, size_t pathlen, char *url,
+                            size_t urllen)
+{
+    /* curl's file:// uploads do not create directories: flatten the key. */
+    int n = snprintf(path, pathlen, "%s/%s", dir, tmp ? ".curltmp-" : "curl-");
+    for (const char *k = key; *k != '\0' && (size_t)n + 1 < pathlen; k++) {
+        path[n++] = *k == '/' ? '_' : *k;
+    }
+    path[n] = '\0';
+    snprintf(url, urllen, "file://%s", path);
+}
+
+static double curl_op_url(int kind, const char *key, const char *url_override, const uint8_t *buf,
+                          size_t len, uint64_t off);
+
+/*
+ * The like-for-like peer of a durable file PUT: curl writes a temporary file, then the same
+ * syscalls as Runnel's file backend make it durable and visible (fdatasync, rename, fsync of
+ * the directory). Returns the latency in ms.
+ */
+static double curl_sync_put(const char *key, const uint8_t *buf, size_t len)
+{
+    char tmp[1024];
+    char url[1100];
+    char path[1024];
+    char tmpurl[1100];
+    curl_file_names(key, false, path, sizeof(path), url, sizeof(url));
+    curl_file_names(key, true, tmp, sizeof(tmp), tmpurl, sizeof(tmpurl));
+    double t0 = now_ms();
+    curl_op_url(0, key, tmpurl, buf, len, 0);
+    int fd = open(tmp, O_WRONLY | O_CLOEXEC);
+    int dfd = -1;
+    if (fd < 0 || fdatasync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0 ||
+        (dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || fsync(dfd) < 0 ||
+        close(dfd) < 0) {
+        fprintf(stderr, "curl+sync PUT %s: %s\n", tmp, strerror(errno));
+        exit(1);
+    }
+    return now_ms() - t0;
+}
+
 static double curl_op(int kind, const char *key, const uint8_t *buf, size_t len, uint64_t off)
 {
-    char url[1024];
-    if (is_s3) {
+    return curl_op_url(kind, key, NULL, buf, len, off);
+}
+
+static double curl_op_url(int kind, const char *key, const char *url_override, const uint8_t *buf,
+                          size_t len, uint64_t off)
+{
+    char url[1100];
+    if (url_override != NULL) {
+        snprintf(url, sizeof(url), "%s", url_override);
+    } else if (is_s3) {
         snprintf(url, sizeof(url), "%s/%s/%s", endpoint, bucket, key);
     } else {
-        /* curl's file:// uploads do not create directories: flatten the key. */
-        int n = snprintf(url, sizeof(url), "file://%s/curl-", dir);
-        for (const char *k = key; *k != '\0' && (size_t)n + 1 < sizeof(url); k++) {
-            url[n++] = *k == '/' ? '_' : *k;
-        }
-        url[n] = '\0';
+        char path[1024];
+        curl_file_names(key, false, path, sizeof(path), url, sizeof(url));
     }
     curl_easy_reset(peer);
     curl_easy_setopt(peer, CURLOPT_URL, url);
@@ -209,10 +264,11 @@ static double curl_op(int kind, const char *key, const uint8_t *buf, size_t len,
  * drift in the server or the machine (other processes, the OSD growing) hits both alike.
  */
 static void run_case(int kind, size_t size, size_t obj_size, int n, const uint8_t *buf,
-                     struct stats *runnel, struct stats *curl)
+                     struct stats *runnel, struct stats *curl, struct stats *synced)
 {
     double *lr = calloc((size_t)n, sizeof(double));
     double *lc = calloc((size_t)n, sizeof(double));
+    double *ls = calloc((size_t)n, sizeof(double));
     char key[64];
     uint64_t x = 12345;
     for (int i = 0; i < n; i++) {
@@ -229,15 +285,25 @@ static void run_case(int kind, size_t size, size_t obj_size, int n, const uint8_
         if (i % 2 == 0) {
             lr[i] = runnel_op(kind, key, buf, size, off);
             lc[i] = curl_op(kind, key, buf, size, off);
+            if (synced != NULL) {
+                ls[i] = curl_sync_put(key, buf, size);
+            }
         } else {
+            if (synced != NULL) {
+                ls[i] = curl_sync_put(key, buf, size);
+            }
             lc[i] = curl_op(kind, key, buf, size, off);
             lr[i] = runnel_op(kind, key, buf, size, off);
         }
     }
     *runnel = summarize(lr, n, size);
     *curl = summarize(lc, n, size);
+    if (synced != NULL) {
+        *synced = summarize(ls, n, size);
+    }
     free(lr);
     free(lc);
+    free(ls);
 }
 
 static void report(const char *name, struct stats r, struct stats c)
@@ -311,16 +377,23 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < 3; i++) {
         char name[32];
         snprintf(name, sizeof(name), "PUT %zu MiB", sizes[i] >> 20);
-        run_case(0, sizes[i], 0, rounds, buf, &r, &c);
+        struct stats sy;
+        run_case(0, sizes[i], 0, rounds, buf, &r, &c, is_s3 ? NULL : &sy);
         report(name, r, c);
+        if (!is_s3) {
+            printf("%-14s           curl+sync %8.1f MB/s p50 %7.2f ms p99 %7.2f ms | ratio %.2fx "
+                   "p99 %.2fx\n",
+                   "", sy.mbps, sy.p50, sy.p99, r.mbps / sy.mbps, r.p99 / sy.p99);
+            fflush(stdout);
+        }
     }
     for (size_t i = 0; i < 3; i++) {
         char name[32];
         snprintf(name, sizeof(name), "GET %zu MiB", sizes[i] >> 20);
-        run_case(1, sizes[i], 0, rounds, buf, &r, &c);
+        run_case(1, sizes[i], 0, rounds, buf, &r, &c, NULL);
         report(name, r, c);
     }
-    run_case(2, 64u << 10, 8u << 20, rounds * 10, buf, &r, &c);
+    run_case(2, 64u << 10, 8u << 20, rounds * 10, buf, &r, &c, NULL);
     report("GET 64 KiB rng", r, c);
     store_close(store);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -2,7 +2,8 @@
 # Storage benchmarks: builds the benchmark programs (gcc, Release) unless BUILD_DIR is given,
 # starts a throwaway Ceph RGW (tests/integration/lib/rgw.sh) and runs
 #   bench_storage_io      against RGW (s3://) and the file backend (durable and nosync),
-#                         with libcurl doing the same requests as the peer
+#                         with libcurl doing the same requests as the peer (for durable file
+#                         PUTs also curl + fdatasync + rename + directory fsync)
 #   bench_storage_writer  object sealing throughput at zstd level 1 (log-line and key=value data)
 # Usage: tests/bench/storage.sh [ROUNDS]   (requests per case and client, default 30)
 set -euo pipefail
@@ -22,7 +23,8 @@ echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "== writer (zstd level 1)"
 "$writer" 20 1 log
 "$writer" 20 1 kv
-echo "== file backend (fsync + rename + directory fsync per PUT) vs curl file:// (no fsync)"
+echo "== file backend (fdatasync + rename + directory fsync per PUT) vs curl file:// (no fsync)"
+echo "   and vs curl+sync (curl file:// upload to a temporary, fdatasync, rename, directory fsync)"
 "$io" "file://$tmp/durable" "$rounds"
 echo "== file backend with nosync=true vs curl file://"
 "$io" "file://$tmp/nosync?nosync=true" "$rounds"

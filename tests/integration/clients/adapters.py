@@ -32,18 +32,20 @@ class ConfluentAdapter:
     per_record_headers = True
     per_record_ts = True
 
-    def __init__(self, bootstrap):
+    def __init__(self, bootstrap, client_id=None):
         import confluent_kafka
         from confluent_kafka import admin
         self.ck = confluent_kafka
         self.admin_mod = admin
         self.bootstrap = bootstrap
+        self.extra = {"client.id": client_id} if client_id else {}
         self._admin = None
         self.groups = 0
 
     def admin(self):
         if self._admin is None:
-            self._admin = self.admin_mod.AdminClient({"bootstrap.servers": self.bootstrap})
+            self._admin = self.admin_mod.AdminClient(dict(self.extra,
+                                                          **{"bootstrap.servers": self.bootstrap}))
         return self._admin
 
     def _result(self, futures, timeout=30):
@@ -99,6 +101,7 @@ class ConfluentAdapter:
         conf = {"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all",
                 "message.max.bytes": BIG, "compression.codec": codec or "none",
                 "enable.idempotence": idempotent}
+        conf.update(self.extra)
         p = self.ck.Producer(conf)
         acks = [None] * len(records)
         errors = []
@@ -136,6 +139,7 @@ class ConfluentAdapter:
         conf = {"bootstrap.servers": self.bootstrap, "group.id": "clients-%d-%d" % (
             os.getpid(), self.groups), "enable.auto.commit": False,
             "fetch.message.max.bytes": BIG, "enable.partition.eof": False}
+        conf.update(self.extra)
         conf.update(extra)
         return self.ck.Consumer(conf)
 
@@ -218,7 +222,7 @@ class KafkaPythonAdapter:
     per_record_headers = True
     per_record_ts = True
 
-    def __init__(self, bootstrap):
+    def __init__(self, bootstrap, client_id=None):
         import kafka
         import kafka.admin
         import kafka.errors
@@ -226,12 +230,13 @@ class KafkaPythonAdapter:
         self.kadmin = kafka.admin
         self.errors = kafka.errors
         self.bootstrap = bootstrap
+        self.extra = {"client_id": client_id} if client_id else {}
         self._admin = None
 
     def admin(self):
         if self._admin is None:
             self._admin = self.kadmin.KafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                                       request_timeout_ms=30000)
+                                                       request_timeout_ms=30000, **self.extra)
         return self._admin
 
     def _err(self, code):
@@ -305,7 +310,7 @@ class KafkaPythonAdapter:
     def produce(self, topic, records, codec=None, idempotent=False):
         p = self.kafka.KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
                                      compression_type=codec, max_request_size=BIG,
-                                     request_timeout_ms=30000)
+                                     request_timeout_ms=30000, **self.extra)
         try:
             futs = [p.send(topic, value=r["value"], key=r["key"], partition=r["p"],
                            headers=r["headers"] or None, timestamp_ms=r.get("ts"))
@@ -326,7 +331,7 @@ class KafkaPythonAdapter:
         return self.kafka.KafkaConsumer(bootstrap_servers=self.bootstrap,
                                         enable_auto_commit=False, group_id=None,
                                         max_partition_fetch_bytes=BIG, fetch_max_bytes=BIG,
-                                        request_timeout_ms=40000)
+                                        request_timeout_ms=40000, **self.extra)
 
     @staticmethod
     def _rec(m):
@@ -514,11 +519,14 @@ class NodeAdapter:
     binary_safe = True
     per_record_headers = True
 
-    def __init__(self, client, bootstrap):
+    def __init__(self, client, bootstrap, client_id=None):
         self.client = client
+        env = dict(os.environ)
+        if client_id:
+            env["RUNNEL_CLIENT_ID"] = client_id
         self.proc = subprocess.Popen(
             ["node", os.path.join(HERE, "node", "adapter.mjs"), client, bootstrap],
-            cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         info = self._call({"op": "info"}, 30)
         self.name = info["name"]
         self.codecs = set(info["codecs"])
@@ -574,6 +582,10 @@ class NodeAdapter:
 
     def partitions(self, name):
         return self._call({"op": "partitions", "name": name})
+
+    def brokers(self):
+        """[(node id, host, port)] from DescribeCluster (kafkajs only)."""
+        return [tuple(b) for b in self._call({"op": "brokers"})]
 
     def produce(self, topic, records, codec=None, idempotent=False):
         recs = [{"p": r["p"], "key": _b64(r["key"]), "value": _b64(r["value"]),

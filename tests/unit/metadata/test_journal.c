@@ -1,12 +1,19 @@
 /*
  * Unit tests of the journal (metadata/src/journal.c) on a temporary directory: records survive
  * a reopen with an identical state, a torn tail is cut, a corrupted record in the middle stops
- * start-up with the file and byte position, snapshots truncate the journal, and a failed
- * fdatasync (test hook) is final and never advances the durable sequence.
+ * start-up with the file and byte position, snapshots rotate the journal and delete the files
+ * they cover, every state a crash can leave between rotation and the deletes recovers to the same
+ * state (built here by stopping the sequence at that step and arranging the files as the crash
+ * would), torn or corrupted older files and missing files stop start-up, the layout before
+ * rotation is taken over, and a failed fdatasync (test hook) is final and never advances the
+ * durable sequence.
  */
 #include "test_util.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +23,7 @@
 
 #include "runnel/metadata/journal.h"
 #include "runnel/metadata/state.h"
+#include "runnel/protocol/crc32c.h"
 
 #define NOW 1700000000000LL
 
@@ -89,6 +97,33 @@ static void assert_same_state(const struct meta_state *a, const struct meta_stat
     free(db);
 }
 
+/* "journal.<gen>" / "snapshot.<gen>" as the journal names them. */
+static const char *gname(const char *kind, unsigned gen)
+{
+    static char names[4][64];
+    static int next;
+    char *n = names[next++ % 4];
+    snprintf(n, 64, "%s.%020u", kind, gen);
+    return n;
+}
+
+/* Writes the directory's file names, sorted, separated by spaces, into out. */
+static void list_dir(const char *dir, char *out, size_t len)
+{
+    struct dirent **ents;
+    int n = scandir(dir, &ents, NULL, alphasort);
+    assert_true(n >= 0);
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        if (ents[i]->d_name[0] != '.') {
+            size_t used = strlen(out);
+            snprintf(out + used, len - used, "%s%s", used ? " " : "", ents[i]->d_name);
+        }
+        free(ents[i]);
+    }
+    free(ents);
+}
+
 static off_t file_size(const char *dir, const char *name)
 {
     char path[512];
@@ -137,7 +172,7 @@ static void test_torn_tail(void **state)
     char err[256];
     char path[128];
     make_dir(dir, sizeof(dir));
-    snprintf(path, sizeof(path), "%s/journal", dir);
+    snprintf(path, sizeof(path), "%s/%s", dir, gname("journal", 1));
     struct meta_state s;
     meta_state_init(&s, NULL);
     struct meta_journal *j = NULL;
@@ -145,7 +180,7 @@ static void test_torn_tail(void **state)
     uint64_t seq = drive(&s, j, "a", 10);
     wait_durable(j, seq);
     meta_journal_close(j);
-    off_t full = file_size(dir, "journal");
+    off_t full = file_size(dir, gname("journal", 1));
 
     /* Every cut inside the last record loses exactly that record, and the file is cut. */
     uint8_t *orig = malloc((size_t)full);
@@ -165,7 +200,7 @@ static void test_torn_tail(void **state)
         assert_int_equal(meta_journal_last_seq(j), seq - 1);
         assert_int_equal(r.n_extents, 9);
         meta_journal_close(j);
-        off_t after = file_size(dir, "journal");
+        off_t after = file_size(dir, gname("journal", 1));
         assert_true(after < full - cut);
         assert_true(cut_to < 0 || after == cut_to);
         cut_to = after;
@@ -182,7 +217,7 @@ static void test_torn_tail(void **state)
     assert_int_equal(meta_journal_open(&j, dir, &nine, NULL, NULL, err, sizeof(err)), 0);
     assert_int_equal(meta_journal_last_seq(j), seq - 1);
     meta_journal_close(j);
-    assert_int_equal(file_size(dir, "journal"), full);
+    assert_int_equal(file_size(dir, gname("journal", 1)), full);
     meta_state_free(&nine);
     meta_state_free(&s);
     rm_dir(dir);
@@ -195,7 +230,7 @@ static void test_corruption(void **state)
     char err[256];
     char path[128];
     make_dir(dir, sizeof(dir));
-    snprintf(path, sizeof(path), "%s/journal", dir);
+    snprintf(path, sizeof(path), "%s/%s", dir, gname("journal", 1));
     struct meta_state s;
     meta_state_init(&s, NULL);
     struct meta_journal *j = NULL;
@@ -203,7 +238,7 @@ static void test_corruption(void **state)
     uint64_t seq = drive(&s, j, "a", 10);
     wait_durable(j, seq);
     meta_journal_close(j);
-    off_t full = file_size(dir, "journal");
+    off_t full = file_size(dir, gname("journal", 1));
     /* Flip one byte inside the second record's body. */
     uint8_t rec0[8];
     int fd = open(path, O_RDWR);
@@ -226,7 +261,7 @@ static void test_corruption(void **state)
     assert_non_null(strstr(err, expect));
     assert_non_null(strstr(err, "corrupt"));
     /* Start-up did not "repair" anything. */
-    assert_int_equal(file_size(dir, "journal"), full);
+    assert_int_equal(file_size(dir, gname("journal", 1)), full);
     meta_state_free(&r);
     meta_state_free(&s);
     rm_dir(dir);
@@ -237,6 +272,8 @@ static void test_snapshot(void **state)
     (void)state;
     char dir[64];
     char err[256];
+    char files[512];
+    char want[512];
     make_dir(dir, sizeof(dir));
     struct meta_state s;
     meta_state_init(&s, NULL);
@@ -244,22 +281,28 @@ static void test_snapshot(void **state)
     assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
     uint64_t seq = drive(&s, j, "a", 100);
     assert_int_equal(meta_journal_snapshot(j, &s), 0);
+    assert_int_equal(meta_journal_generation(j), 2);
     seq = drive(&s, j, "b", 7);
     wait_durable(j, seq);
     meta_journal_close(j);
-    assert_true(file_size(dir, "snapshot") > 0);
-    off_t jsize = file_size(dir, "journal");
-    assert_true(jsize > 0);
+    /* The snapshot covers journal.1, which is gone; journal.2 holds the 7 later records. */
+    list_dir(dir, files, sizeof(files));
+    snprintf(want, sizeof(want), "%s %s", gname("journal", 2), gname("snapshot", 2));
+    assert_string_equal(files, want);
+    assert_true(file_size(dir, gname("journal", 2)) > 0);
 
     struct meta_state r;
     meta_state_init(&r, NULL);
     assert_int_equal(meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err)), 0);
     assert_int_equal(meta_journal_last_seq(j), seq);
     assert_same_state(&s, &r);
-    /* A snapshot with nothing after it leaves an empty journal. */
+    /* A snapshot with nothing after it leaves an empty journal file. */
     assert_int_equal(meta_journal_snapshot(j, &r), 0);
     meta_journal_close(j);
-    assert_int_equal(file_size(dir, "journal"), 0);
+    list_dir(dir, files, sizeof(files));
+    snprintf(want, sizeof(want), "%s %s", gname("journal", 3), gname("snapshot", 3));
+    assert_string_equal(files, want);
+    assert_int_equal(file_size(dir, gname("journal", 3)), 0);
     struct meta_state r2;
     meta_state_init(&r2, NULL);
     assert_int_equal(meta_journal_open(&j, dir, &r2, NULL, NULL, err, sizeof(err)), 0);
@@ -268,7 +311,7 @@ static void test_snapshot(void **state)
     meta_journal_close(j);
     /* A corrupted snapshot stops start-up with a clear error. */
     char path[128];
-    snprintf(path, sizeof(path), "%s/snapshot", dir);
+    snprintf(path, sizeof(path), "%s/%s", dir, gname("snapshot", 3));
     int fd = open(path, O_RDWR);
     uint8_t b = 0xff;
     assert_int_equal(pwrite(fd, &b, 1, 40), 1);
@@ -276,7 +319,8 @@ static void test_snapshot(void **state)
     struct meta_state r3;
     meta_state_init(&r3, NULL);
     assert_true(meta_journal_open(&j, dir, &r3, NULL, NULL, err, sizeof(err)) < 0);
-    assert_non_null(strstr(err, "snapshot"));
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "corrupted"));
     meta_state_free(&r3);
     meta_state_free(&r2);
     meta_state_free(&r);
@@ -289,32 +333,42 @@ static void test_snapshot_fork(void **state)
     (void)state;
     char dir[64];
     char err[256];
+    char files[512];
+    char want[512];
     make_dir(dir, sizeof(dir));
     struct meta_state s;
     meta_state_init(&s, NULL);
     struct meta_journal *j = NULL;
     assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
     uint64_t seq = drive(&s, j, "f", 300);
-    off_t before = -1;
     pid_t pid = meta_journal_snapshot_fork(j, &s);
     assert_true(pid > 0);
-    /* Records keep flowing while the child writes. */
+    /* One at a time. */
+    assert_int_equal(meta_journal_snapshot_fork(j, &s), -EBUSY);
+    assert_int_equal(meta_journal_snapshot(j, &s), -EBUSY);
+    /* Records keep flowing while the child writes; they go to journal.2. */
     seq = drive(&s, j, "f", 20);
     int st = 0;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     wait_durable(j, seq);
-    before = file_size(dir, "journal");
+    off_t old_size = file_size(dir, gname("journal", 1));
+    off_t new_size = file_size(dir, gname("journal", 2));
+    assert_true(old_size > 0 && new_size > 0);
     meta_journal_snapshot_forked_done(j, pid, true);
     seq = drive(&s, j, "f", 5);
     wait_durable(j, seq);
-    /* The install happens on the writer thread; wait for the journal to shrink. */
-    for (int i = 0; i < 5000 && file_size(dir, "journal") >= before; i++) {
+    /* The install happens on the writer thread; wait for journal.1 to go. */
+    for (int i = 0; i < 5000 && file_size(dir, gname("journal", 1)) >= 0; i++) {
         usleep(1000);
     }
     meta_journal_close(j);
-    assert_true(file_size(dir, "journal") < before);
-    assert_true(file_size(dir, "snapshot") > 0);
+    list_dir(dir, files, sizeof(files));
+    snprintf(want, sizeof(want), "%s %s", gname("journal", 2), gname("snapshot", 2));
+    assert_string_equal(files, want);
+    /* Nothing was copied: journal.2 only grew by the later records. */
+    assert_true(file_size(dir, gname("journal", 2)) > new_size);
+    assert_true(file_size(dir, gname("journal", 2)) < new_size + old_size / 10);
     struct meta_state r;
     meta_state_init(&r, NULL);
     assert_int_equal(meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err)), 0);
@@ -322,6 +376,247 @@ static void test_snapshot_fork(void **state)
     assert_same_state(&s, &r);
     meta_journal_close(j);
     meta_state_free(&r);
+    meta_state_free(&s);
+    rm_dir(dir);
+}
+
+/* Reopens dir into a fresh state, checks it equals `s` at sequence `seq`, appends one more
+ * record (continuing at seq + 1), and checks the files left are exactly `want`. */
+static void reopen_check(const char *dir, const struct meta_state *s, uint64_t seq,
+                         const char *want)
+{
+    char err[256];
+    char files[512];
+    struct meta_state r;
+    meta_state_init(&r, NULL);
+    struct meta_journal *j = NULL;
+    int rc = meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err));
+    if (rc != 0) {
+        fail_msg("reopen: %s", err);
+    }
+    assert_int_equal(meta_journal_last_seq(j), seq);
+    assert_same_state(s, &r);
+    list_dir(dir, files, sizeof(files));
+    assert_string_equal(files, want);
+    struct meta_op_buf op = {0};
+    meta_op_heartbeat(&op, NOW, 1, 1);
+    assert_int_equal(meta_journal_append(j, &op), seq + 1);
+    wait_durable(j, seq + 1);
+    meta_journal_close(j);
+    meta_op_buf_free(&op);
+    meta_state_free(&r);
+}
+
+static void copy_file(const char *dir, const char *from, const char *to)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "cp '%s/%s' '%s/%s'", dir, from, dir, to);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void remove_file(const char *dir, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_int_equal(unlink(path), 0);
+}
+
+/*
+ * The states a crash leaves between a snapshot's rotation and the end of its deletes. Each is
+ * built from a real run: a seed snapshot (generation 2), records, a forked snapshot (generation
+ * 3, rotation done, child finished but the install not asked for), more records, then the
+ * journal is closed, which is what the disk holds after a kill at that moment. The files are
+ * then arranged as each later step would have left them, and every arrangement must reopen to
+ * the same state with the same next sequence, leaving exactly the newest snapshot's files.
+ */
+static void test_crash_states(void **state)
+{
+    (void)state;
+    char dir[64];
+    char err[256];
+    char files[512];
+    char want[512];
+    make_dir(dir, sizeof(dir));
+    struct meta_state s;
+    meta_state_init(&s, NULL);
+    struct meta_journal *j = NULL;
+    assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
+    drive(&s, j, "c", 50);
+    assert_int_equal(meta_journal_snapshot(j, &s), 0);
+    wait_durable(j, drive(&s, j, "c", 50)); /* the writer took the first switch */
+    pid_t pid = meta_journal_snapshot_fork(j, &s);
+    assert_true(pid > 0);
+    uint64_t seq = drive(&s, j, "c", 30);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    wait_durable(j, seq);
+    meta_journal_close(j);
+    /* Killed after the child finished, before the rename. */
+    list_dir(dir, files, sizeof(files));
+    snprintf(want, sizeof(want), "%s %s %s %s.tmp", gname("journal", 2), gname("journal", 3),
+             gname("snapshot", 2), gname("snapshot", 3));
+    assert_string_equal(files, want);
+    char save[128];
+    snprintf(save, sizeof(save), "%s.tmp", gname("snapshot", 3));
+    copy_file(dir, save, "keep-complete");
+    copy_file(dir, gname("journal", 2), "keep-j2");
+    copy_file(dir, gname("snapshot", 2), "keep-s2");
+    copy_file(dir, gname("journal", 3), "keep-j3");
+
+    /* 1. before the rename: the temporary is deleted, both journal files replayed. Every
+     * reopen appends one record, so the expected sequence and state move on by one. */
+    snprintf(want, sizeof(want), "%s %s keep-complete keep-j2 keep-j3 keep-s2 %s",
+             gname("journal", 2), gname("journal", 3), gname("snapshot", 2));
+    reopen_check(dir, &s, seq, want);
+    /* The reopen appended a heartbeat (a no-op for the state without that agent). */
+    remove_file(dir, gname("journal", 3));
+    copy_file(dir, "keep-j3", gname("journal", 3));
+
+    /* 2. a half-written temporary (the child was killed with its parent). */
+    copy_file(dir, "keep-complete", save);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, save);
+    assert_int_equal(truncate(path, file_size(dir, save) / 2), 0);
+    reopen_check(dir, &s, seq, want);
+    remove_file(dir, gname("journal", 3));
+    copy_file(dir, "keep-j3", gname("journal", 3));
+
+    /* 3. renamed, nothing deleted: snapshot.3 wins, the generation-2 files are deleted. */
+    copy_file(dir, "keep-complete", gname("snapshot", 3));
+    snprintf(want, sizeof(want), "%s keep-complete keep-j2 keep-j3 keep-s2 %s", gname("journal", 3),
+             gname("snapshot", 3));
+    reopen_check(dir, &s, seq, want);
+    remove_file(dir, gname("journal", 3));
+    copy_file(dir, "keep-j3", gname("journal", 3));
+
+    /* 4. killed between the deletes: one of the covered files is gone, the other is not. */
+    copy_file(dir, "keep-j2", gname("journal", 2));
+    reopen_check(dir, &s, seq, want);
+    remove_file(dir, gname("journal", 3));
+    copy_file(dir, "keep-j3", gname("journal", 3));
+    copy_file(dir, "keep-s2", gname("snapshot", 2));
+    reopen_check(dir, &s, seq, want);
+
+    /* 5. a leftover temporary next to a complete install is deleted too. */
+    copy_file(dir, "keep-complete", "snapshot.00000000000000000004.tmp");
+    remove_file(dir, gname("journal", 3));
+    copy_file(dir, "keep-j3", gname("journal", 3));
+    reopen_check(dir, &s, seq, want);
+    meta_state_free(&s);
+    rm_dir(dir);
+}
+
+/* Only the newest journal file may end torn; a damaged or missing older file stops start-up. */
+static void test_rotation_errors(void **state)
+{
+    (void)state;
+    char dir[64];
+    char err[256];
+    char path[256];
+    make_dir(dir, sizeof(dir));
+    struct meta_state s;
+    meta_state_init(&s, NULL);
+    struct meta_journal *j = NULL;
+    assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
+    drive(&s, j, "e", 20);
+    /* A failed child: the rotation stays, no snapshot; the next records go to journal.2. */
+    pid_t pid = meta_journal_snapshot_fork(j, &s);
+    assert_true(pid > 0);
+    waitpid(pid, NULL, 0);
+    meta_journal_snapshot_forked_done(j, pid, false);
+    uint64_t seq = drive(&s, j, "e", 20);
+    wait_durable(j, seq);
+    meta_journal_close(j);
+    char want[512];
+    snprintf(want, sizeof(want), "%s %s", gname("journal", 1), gname("journal", 2));
+    reopen_check(dir, &s, seq, want);
+    seq++; /* reopen_check appended a heartbeat */
+    copy_file(dir, gname("journal", 1), "keep-j1");
+
+    /* A torn end of journal.1 with journal.2 after it is not a crash artefact. */
+    snprintf(path, sizeof(path), "%s/%s", dir, gname("journal", 1));
+    assert_int_equal(truncate(path, file_size(dir, gname("journal", 1)) - 5), 0);
+    struct meta_state r;
+    meta_state_init(&r, NULL);
+    assert_true(meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "not the newest"));
+    meta_state_free(&r);
+
+    /* A corrupted record in the middle of journal.1. */
+    remove_file(dir, gname("journal", 1));
+    copy_file(dir, "keep-j1", gname("journal", 1));
+    int fd = open(path, O_RDWR);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, 20), 1); /* inside the first record's body */
+    b ^= 0x10;
+    assert_int_equal(pwrite(fd, &b, 1, 20), 1);
+    close(fd);
+    meta_state_init(&r, NULL);
+    assert_true(meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "byte 0: corrupted journal record"));
+    meta_state_free(&r);
+
+    /* journal.1 missing: nothing covers its records. */
+    remove_file(dir, gname("journal", 1));
+    meta_state_init(&r, NULL);
+    assert_true(meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, gname("journal", 1)));
+    assert_non_null(strstr(err, "missing"));
+    meta_state_free(&r);
+    /* Nothing was deleted or repaired by the failed starts. */
+    assert_true(file_size(dir, gname("journal", 2)) > 0);
+    assert_true(file_size(dir, "keep-j1") > 0);
+    meta_state_free(&s);
+    rm_dir(dir);
+}
+
+/* A directory of the layout before rotation (journal, snapshot with a u32 length) is taken
+ * over as generation 0, including records the snapshot already covers. */
+static void test_legacy_layout(void **state)
+{
+    (void)state;
+    char dir[64];
+    char err[256];
+    char path[256];
+    make_dir(dir, sizeof(dir));
+    struct meta_state s;
+    meta_state_init(&s, NULL);
+    struct meta_journal *j = NULL;
+    assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
+    uint64_t covered = drive(&s, j, "l", 10);
+    /* The old snapshot header: magic, u64 seq, u32 len, u32 crc32c. */
+    uint8_t *data;
+    size_t len;
+    assert_int_equal(meta_state_serialize(&s, &data, &len), 0);
+    uint64_t seq = drive(&s, j, "l", 10);
+    wait_durable(j, seq);
+    meta_journal_close(j);
+    uint8_t head[24];
+    memcpy(head, "RNLSNAPF", 8);
+    for (int i = 0; i < 8; i++) {
+        head[8 + i] = (uint8_t)(covered >> (56 - 8 * i));
+    }
+    uint32_t crc = kp_crc32c(0, data, len);
+    for (int i = 0; i < 4; i++) {
+        head[16 + i] = (uint8_t)((uint32_t)len >> (24 - 8 * i));
+        head[20 + i] = (uint8_t)(crc >> (24 - 8 * i));
+    }
+    snprintf(path, sizeof(path), "%s/snapshot", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_int_equal(write(fd, head, sizeof(head)), (ssize_t)sizeof(head));
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    close(fd);
+    free(data);
+    char from[256];
+    snprintf(from, sizeof(from), "%s/%s", dir, gname("journal", 1));
+    snprintf(path, sizeof(path), "%s/journal", dir);
+    assert_int_equal(rename(from, path), 0);
+    char want[512];
+    snprintf(want, sizeof(want), "%s %s", gname("journal", 0), gname("snapshot", 0));
+    reopen_check(dir, &s, seq, want);
     meta_state_free(&s);
     rm_dir(dir);
 }
@@ -369,9 +664,11 @@ static void test_fsync_failure(void **state)
 int run_test_journal(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reopen),        cmocka_unit_test(test_torn_tail),
-        cmocka_unit_test(test_corruption),    cmocka_unit_test(test_snapshot),
-        cmocka_unit_test(test_snapshot_fork), cmocka_unit_test(test_fsync_failure),
+        cmocka_unit_test(test_reopen),          cmocka_unit_test(test_torn_tail),
+        cmocka_unit_test(test_corruption),      cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_snapshot_fork),   cmocka_unit_test(test_crash_states),
+        cmocka_unit_test(test_rotation_errors), cmocka_unit_test(test_legacy_layout),
+        cmocka_unit_test(test_fsync_failure),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
 }

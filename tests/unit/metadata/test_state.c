@@ -400,6 +400,20 @@ static void test_agents_leases(void **state)
     assert_int_equal(meta_state_register_agent(&s, NOW, -1, "", 0, 1, "", 0, 1, &id, &ep),
                      KP_ERROR_INVALID_REQUEST);
 
+    /* A new registration at the address of a live agent (a restart with a fresh id) retires the
+     * old one at once: two ids must never share an address. */
+    int32_t id2;
+    int32_t id3;
+    assert_int_equal(meta_state_register_agent(&s, NOW, -1, "h3", 2, 9094, "", 0, 1000, &id2, &ep),
+                     0);
+    assert_true(meta_agent_live(&s.agents[s.n_agents - 1], NOW + 10));
+    assert_int_equal(
+        meta_state_register_agent(&s, NOW + 10, -1, "h3", 2, 9094, "", 0, 1000, &id3, &ep), 0);
+    assert_true(id3 != id2);
+    assert_int_equal(meta_state_heartbeat(&s, NOW + 20, id2, 1), KP_ERROR_UNKNOWN_MEMBER_ID);
+    assert_int_equal(meta_state_heartbeat(&s, NOW + 20, id3, ep), 0);
+    assert_int_equal(meta_state_heartbeat(&s, NOW + 20, id, 2), 0); /* other addresses kept */
+
     int32_t holder;
     int64_t lep;
     int64_t exp;

@@ -1,16 +1,24 @@
 /*
- * Persistence of the metadata state: an append-only journal of the state machine's operations
- * plus snapshots that let the journal be truncated.
+ * Persistence of the metadata state: an append-only journal of the state machine's operations,
+ * in numbered files, plus snapshots after which the older files are deleted.
  *
- * Files in the data directory:
- *   snapshot   "RNLSNAPF" | u64 last_seq | u32 len | u32 crc32c | meta_state_serialize() bytes
- *   journal    records: u32 body_len | u32 crc32c(body) | body
- *              body = u64 seq | u8 op | i64 now_ms | op payload (big-endian, see journal.c)
+ * Files in the data directory (<G> is a generation, 20 decimal digits, so names sort by it):
+ *   journal.<G>   records: u32 body_len | u32 crc32c(body) | body
+ *                 body = u64 seq | u8 op | i64 now_ms | op payload (big-endian, see journal.c)
+ *   snapshot.<G>  "RNLSNAP2" | u64 last_seq | u64 len | u32 crc32c | u32 0 | state bytes
+ *                 (meta_state_serialize); it reflects exactly the records of journal files of
+ *                 generations below G, and journal.<G> starts with record last_seq + 1.
+ * Sequence numbers run on across files. Taking a snapshot rotates: appends switch to a new
+ * journal file at the point the snapshot reflects; once the snapshot is durable (written to
+ * snapshot.<G>.tmp, fdatasynced, renamed, directory fsynced) the older files are deleted.
  *
- * Start-up (meta_journal_open) loads the snapshot, replays the journal records after it through
- * the same state functions the server uses, and cuts a torn tail (a last record that is short or
- * fails its CRC with nothing but zeros after it). A bad record followed by more data is
- * corruption: start-up stops with an error naming the file and byte position.
+ * Start-up (meta_journal_open) deletes temporaries, loads the newest snapshot, replays the
+ * journal files from its generation on (they must have consecutive generations and sequence
+ * numbers) through the same state functions the server uses, and deletes the older files a crash
+ * left. Only the newest file may end in a torn record (short, or failing its CRC with nothing but
+ * zeros after it); it is cut. Anything else (a bad record followed by more data, a torn end of an
+ * older file, a missing file) stops start-up with an error naming the file and byte position.
+ * A data directory of the layout before rotation (`journal`, `snapshot`) becomes generation 0.
  *
  * Writing: operations are encoded on the event-loop thread (meta_journal_append returns the
  * record's sequence number) and written by a dedicated writer thread that issues one fdatasync
@@ -19,9 +27,14 @@
  * A failed write or fdatasync is final: the journal stops writing, durable_seq never moves again,
  * and meta_journal_failed() returns the error, so nothing later can be acknowledged by accident.
  *
- * Test hook: when the environment variable RUNNEL_META_FAIL_FSYNC_FILE names a path and that
+ * Test hooks: when the environment variable RUNNEL_META_FAIL_FSYNC_FILE names a path and that
  * file exists at the moment of an fdatasync, the sync is treated as failed with EIO. libfiu's
- * posix preload (fiu-run / fiu-ctrl, failing posix/io/sync/fdatasync) works as well.
+ * posix preload (fiu-run / fiu-ctrl, failing posix/io/sync/fdatasync) works as well. When
+ * RUNNEL_META_CRASH_AT (read at open) names a crash point, the process SIGKILLs itself there:
+ * "rotated" (a new journal file was created and its directory entry synced), "snapshot-partial"
+ * (in the snapshot child, after writing half of the temporary; it kills the parent),
+ * "before-rename" (a complete temporary, not yet renamed), "renamed" (snapshot in place, nothing
+ * deleted), "mid-delete" (after the first of the covered files was deleted).
  */
 #ifndef RUNNEL_METADATA_JOURNAL_H
 #define RUNNEL_METADATA_JOURNAL_H
@@ -105,25 +118,31 @@ uint64_t meta_journal_durable_seq(struct meta_journal *j);
 uint64_t meta_journal_last_seq(const struct meta_journal *j);
 /* 0, or the negative errno of the write/fdatasync that failed (thread-safe). */
 int meta_journal_failed(struct meta_journal *j);
-/* Bytes appended to the journal file since the last snapshot. */
+/* Bytes appended since the last snapshot started (the last rotation). */
 uint64_t meta_journal_bytes(const struct meta_journal *j);
 
 /*
- * Writes a snapshot of `s` (which must reflect every appended record) and truncates the journal
- * once the snapshot is durable. The state is serialised on the calling thread; the I/O happens on
- * the writer thread, in order with the records. Returns 0 or a negative errno.
+ * Writes a snapshot of `s` (which must reflect every appended record): the state is serialised
+ * on the calling thread; the writer thread switches to a new journal file after the records
+ * appended so far, writes the snapshot and deletes the files it covers. Returns 0, -EBUSY while
+ * a forked snapshot runs or a switch is not yet taken, or a negative errno.
  */
 int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s);
 
 /*
  * Like meta_journal_snapshot, but the state is serialised and written by a forked child (a
- * copy-on-write image), so the calling thread pauses only for fork(). Returns the child's pid
- * or a negative errno. The caller reaps the child and reports with
- * meta_journal_snapshot_forked_done(ok = exited 0); only then, on the writer thread, is the
- * snapshot renamed into place and the journal rewritten to the records after it.
+ * copy-on-write image), so the calling thread pauses only for fork(). Appends switch to a new
+ * journal file right after the records the image reflects. Returns the child's pid, -EBUSY while
+ * an earlier forked snapshot is not reported done, or a negative errno. The caller reaps the
+ * child and reports with meta_journal_snapshot_forked_done(ok = exited 0); only then, on the
+ * writer thread between group commits, is the snapshot renamed into place and the covered
+ * journal files deleted. A failed child leaves the rotation (the next snapshot covers it too).
  */
 pid_t meta_journal_snapshot_fork(struct meta_journal *j, const struct meta_state *s);
 void meta_journal_snapshot_forked_done(struct meta_journal *j, pid_t pid, bool ok);
+
+/* Generation of the newest journal file asked for (grows by one per snapshot). */
+uint64_t meta_journal_generation(const struct meta_journal *j);
 
 /* Number of fdatasync calls made (group commits), for benchmarks. */
 uint64_t meta_journal_syncs(struct meta_journal *j);

@@ -34,7 +34,7 @@ function acksFromBases (records, baseOf) {
 
 function makeKafkajs () {
   const { Kafka, CompressionTypes, logLevel } = require('kafkajs')
-  const kafka = new Kafka({ clientId: 'runnel-clients', brokers: [bootstrap], logLevel: logLevel.NOTHING, retry: { retries: 3 } })
+  const kafka = new Kafka({ clientId: process.env.RUNNEL_CLIENT_ID || 'runnel-clients', brokers: [bootstrap], logLevel: logLevel.NOTHING, retry: { retries: 3 } })
   const createCluster = kafka[Object.getOwnPropertySymbols(kafka).find((s) => s.description === 'private:Kafka:createCluster')]
   let admin = null
   const getAdmin = async () => {
@@ -90,6 +90,10 @@ function makeKafkajs () {
       validateOnly: false,
       resources: [{ type: 2, name, configEntries: Object.entries(configs).map(([k, v]) => ({ name: k, value: v })) }]
     })),
+    async brokers () {
+      const d = await (await getAdmin()).describeCluster()
+      return d.brokers.map((b) => [b.nodeId, b.host, b.port])
+    },
     async partitions ({ name }) {
       const md = await (await getAdmin()).fetchTopicMetadata()
       const t = md.topics.find((x) => x.name === name)
@@ -181,7 +185,7 @@ function makeKafkajs () {
 
 function makePlatformatic () {
   const { Producer, Consumer, Admin } = require('@platformatic/kafka')
-  const base = { clientId: 'runnel-clients', bootstrapBrokers: [bootstrap], retries: 3 }
+  const base = { clientId: process.env.RUNNEL_CLIENT_ID || 'runnel-clients', bootstrapBrokers: [bootstrap], retries: 3 }
   const admin = new Admin(base)
   const consumer = new Consumer({ ...base, groupId: `runnel-clients-${process.pid}`, maxBytes: BIG })
   const adminCall = async (fn) => {

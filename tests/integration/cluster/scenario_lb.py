@@ -1,0 +1,348 @@
+#!/usr/bin/python3
+"""Load-balancer mode end to end (issue 6): RGW + `runnel metadata` + three `runnel agent`
+processes, each advertising HAProxy's address, and Debian's HAProxy (TCP mode) in front.
+
+Checks:
+  one-broker                 every client sees exactly one broker, at HAProxy's address
+  via-one-via-another/<c>    client <c> (confluent-kafka-python, kafka-python, kafkajs) creates a
+                             topic and produces with HAProxy sending new connections only to
+                             agent 1; confluent and kafka-python then read it back (assign(),
+                             no group) with new connections sent only to agent 2, and to agent 3:
+                             exact bytes, keys, headers, order and offsets; HAProxy's session
+                             counters show which agent served each side
+  kill-and-join              an idempotent confluent producer at a steady pace through HAProxy
+                             (on agent 1) while a kafka-python consumer reads along (on agent
+                             2): SIGKILL agent 1, the producer moves to agent 3; start a fourth
+                             agent, send new connections only to it and SIGKILL agent 2, the
+                             consumer moves to agent 4 (HAProxy's session counts show each move)
+  nothing-lost-nothing-duplicated
+                             every acknowledged record present once at its acknowledged offset,
+                             order kept, bytes exact, and the concurrent consumer read exactly
+                             the same log
+  kafkajs-through-kill       kafkajs produces through HAProxy after the kills (on the agents left)
+
+  scenario_lb.py --runnel build/x/agent/runnel [--seconds 12]
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "clients"))
+sys.path.insert(0, HERE)
+
+import checks  # noqa: E402
+from adapters import ConfluentAdapter, KafkaPythonAdapter, NodeAdapter  # noqa: E402
+from cluster import ManyAgents  # noqa: E402
+from common import (NODE_DIR, CheckFailed, Reporter, expect, expect_eq, unique,  # noqa: E402
+                    value)
+
+PARTS = 3
+
+
+def make(client, bootstrap):
+    if client == "kafkajs":
+        return NodeAdapter("kafkajs", bootstrap)
+    return {"confluent": ConfluentAdapter, "kafka-python": KafkaPythonAdapter}[client](bootstrap)
+
+
+def served(cl, before, after):
+    """Agents (0-based) whose HAProxy total session count grew."""
+    return sorted(i for i in after if after[i]["stot"] > before.get(i, {}).get("stot", 0))
+
+
+def check_one_broker(cl):
+    import confluent_kafka.admin as cka
+    md = cka.AdminClient({"bootstrap.servers": cl.bootstrap}).list_topics(timeout=15)
+    addrs = sorted("%s:%d" % (b.host, b.port) for b in md.brokers.values())
+    expect_eq(addrs, [cl.bootstrap], "brokers in Metadata (confluent)")
+    kp = KafkaPythonAdapter(cl.bootstrap)
+    adm = kp.admin()
+    nodes = adm.describe_cluster()["brokers"]
+    expect_eq(sorted("%s:%d" % (b["host"], b["port"]) for b in nodes), [cl.bootstrap],
+              "brokers in DescribeCluster (kafka-python)")
+    adm.close()
+
+
+def via_one_via_another(cl, client):
+    cl.all_ready()
+    cl.only(0)
+    a = make(client, cl.bootstrap)
+    try:
+        topic = unique("lb-" + client)
+        s0 = cl.stats()
+        err = a.create_topic(topic, PARTS, {})
+        expect(err is None, "create topic: %s" % err)
+        checks.wait_partitions(a, topic, PARTS)
+        recs = checks.gen_records(a, topic, PARTS, 40)
+        acks = a.produce(topic, recs)
+        checks.verify_acks(recs, acks, base={p: 0 for p in range(PARTS)})
+        s1 = cl.stats()
+        expect_eq(served(cl, s0, s1), [0], "agents that served the producer")
+    finally:
+        if hasattr(a, "close"):
+            a.close()
+    want = checks.by_partition(recs)
+    for agent_idx, reader in ((1, ConfluentAdapter), (2, KafkaPythonAdapter)):
+        cl.only(agent_idx)
+        r = reader(cl.bootstrap)
+        s2 = cl.stats()
+        for p in range(PARTS):
+            got = r.consume(topic, p, "beginning", len(want[p]), 30)
+            checks.compare(got, want[p], "%s via agent %d, partition %d"
+                           % (r.name, agent_idx + 1, p), first_offset=0)
+        s3 = cl.stats()
+        expect_eq(served(cl, s2, s3), [agent_idx], "agents that served %s" % r.name)
+    cl.all_ready()
+
+
+class Stream:
+    """An idempotent confluent producer at a steady pace; acked[seq] = (partition, offset)."""
+
+    def __init__(self, cl, topic, rate, extra=None):
+        import confluent_kafka as ck
+        self.ck = ck
+        self.topic = topic
+        self.rate = rate
+        self.acked = {}
+        self.failed = {}
+        self.prod = ck.Producer({"bootstrap.servers": cl.bootstrap, "enable.idempotence": True,
+                                 "acks": "all", "linger.ms": 5, "message.timeout.ms": 90000,
+                                 "retry.backoff.ms": 100, "reconnect.backoff.max.ms": 500,
+                                 **(extra or {})})
+        self.seq = 0
+        self.t0 = time.monotonic()
+
+    def val(self, seq):
+        return value("%s/%d" % (self.topic, seq), 200)
+
+    def on_delivery(self, err, msg):
+        seq = int(msg.key()[1:])
+        if err is not None:
+            self.failed[seq] = str(err)
+        else:
+            self.acked[seq] = (msg.partition(), msg.offset())
+
+    def run_for(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            while time.monotonic() < self.t0 + self.seq / self.rate:
+                self.prod.poll(0.001)
+            seq = self.seq
+            while True:
+                try:
+                    self.prod.produce(self.topic, self.val(seq), b"s%d" % seq,
+                                      partition=seq % PARTS, headers=[("seq", str(seq).encode())],
+                                      on_delivery=self.on_delivery)
+                    break
+                except BufferError:
+                    self.prod.poll(0.1)
+            self.seq += 1
+
+    def flush(self):
+        left = self.prod.flush(120)
+        expect_eq(left, 0, "records unacknowledged 120 s after the last produce")
+
+
+def read_along(bootstrap, topic, stop, out, errors, extra=None):
+    """kafka-python consumer (assign, no group) reading every partition until `stop` is set and
+    it has caught up with `out['target']`."""
+    try:
+        import kafka
+        c = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                group_id=None, request_timeout_ms=30000,
+                                reconnect_backoff_max_ms=500, **(extra or {}))
+        tps = [kafka.TopicPartition(topic, p) for p in range(PARTS)]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        deadline = None
+        while True:
+            for tp, ms in c.poll(timeout_ms=300).items():
+                for m in ms:
+                    out.setdefault(tp.partition, []).append((m.offset, m.key, m.value))
+            if stop.is_set():
+                deadline = deadline or time.monotonic() + 60
+                target = out.get("target")
+                if target is not None and all(
+                        len(out.get(p, [])) >= target[p] for p in range(PARTS)):
+                    break
+                if time.monotonic() > deadline:
+                    errors.append("concurrent consumer did not catch up within 60 s: %s of %s"
+                                  % ({p: len(out.get(p, [])) for p in range(PARTS)}, target))
+                    break
+        c.close()
+    except Exception as e:  # reported by the check
+        errors.append("%s: %s" % (type(e).__name__, e))
+
+
+def verify_log(cl, st, along):
+    """Reads every partition with confluent and checks it against the acknowledgements and the
+    concurrent consumer's view."""
+    ck = st.ck
+    c = ck.Consumer({"bootstrap.servers": cl.bootstrap, "group.id": unique("v"),
+                     "enable.auto.commit": False, "enable.partition.eof": True})
+    seen = {}
+    log = {}
+    try:
+        for p in range(PARTS):
+            lo, hi = c.get_watermark_offsets(ck.TopicPartition(st.topic, p), timeout=30)
+            expect_eq(lo, 0, "log start of partition %d" % p)
+            c.assign([ck.TopicPartition(st.topic, p, ck.OFFSET_BEGINNING)])
+            want_off, last = 0, -1
+            log[p] = []
+            deadline = time.monotonic() + 60
+            while want_off < hi:
+                expect(time.monotonic() < deadline, "partition %d: read %d of %d in 60 s"
+                       % (p, want_off, hi))
+                m = c.poll(0.5)
+                if m is None or (m.error() and m.error().code() == ck.KafkaError._PARTITION_EOF):
+                    continue
+                expect(not m.error(), "consume: %s" % m.error())
+                expect_eq(m.offset(), want_off, "next offset in partition %d" % p)
+                seq = int(m.key()[1:])
+                where = "partition %d offset %d (seq %d)" % (p, m.offset(), seq)
+                expect(seq not in seen, "%s duplicates seq %d" % (where, seq))
+                expect(seq > last, "%s after seq %d: out of order" % (where, last))
+                expect_eq(seq % PARTS, p, where + ": partition")
+                expect(m.value() == st.val(seq), where + ": value bytes differ")
+                if seq in st.acked:
+                    expect_eq((p, m.offset()), st.acked[seq], "acknowledged position of seq %d"
+                              % seq)
+                seen[seq] = (p, m.offset())
+                log[p].append((m.offset(), m.key(), m.value()))
+                last = seq
+                want_off += 1
+    finally:
+        c.close()
+    lost = sorted(s for s in st.acked if s not in seen)
+    expect(not lost, "%d acknowledged records lost, first %s" % (len(lost), lost[:10]))
+    for p in range(PARTS):
+        got = along.get(p, [])
+        expect_eq(len(got), len(log[p]), "records the concurrent consumer read in partition %d"
+                  % p)
+        expect(got == log[p], "concurrent consumer's partition %d differs from the log" % p)
+    return len(seen)
+
+
+def scur(cl, i):
+    return cl.stats().get(i, {}).get("scur", 0)
+
+
+def kill_and_join(cl, args, state):
+    topic = unique("lb-kill")
+    ConfluentAdapter(cl.bootstrap).create_topic(topic, PARTS, {})
+    cl.only(0)
+    st = Stream(cl, topic, args.rate)
+    state["stream"] = st
+    st.run_for(1.0)  # the producer's connections sit on agent 1
+    expect(scur(cl, 0) > 0, "producer has no session on agent 1: %s" % cl.stats())
+    cl.only(1)
+    stop = threading.Event()
+    along, errors = {}, []
+    th = threading.Thread(target=read_along, args=(cl.bootstrap, topic, stop, along, errors),
+                          daemon=True)
+    th.start()
+    state["along"] = (th, along, errors)
+    events = []
+    try:
+        st.run_for(1.0)  # the consumer's connection sits on agent 2
+        expect(scur(cl, 1) > 0, "consumer has no session on agent 2: %s" % cl.stats())
+        cl.only(2)
+        st.run_for(args.seconds / 4)
+        cl.kill(0)
+        events.append("SIGKILL agent 1 (producer's)")
+        st.run_for(args.seconds / 4)
+        expect(scur(cl, 2) > 0, "producer did not move to agent 3: %s" % cl.stats())
+        cl.add_agent()  # the fourth agent joins under load
+        cl.only(3)
+        cl.wait_up([3])
+        events.append("agent 4 joined")
+        st.run_for(args.seconds / 8)
+        cl.kill(1)
+        events.append("SIGKILL agent 2 (consumer's)")
+        st.run_for(args.seconds / 4)
+        expect(scur(cl, 3) > 0, "consumer did not move to agent 4: %s" % cl.stats())
+        cl.only(2, 3)
+        st.run_for(args.seconds / 8)
+        st.flush()
+    finally:
+        stop.set()
+    late = [s for s in st.acked if s >= 3 * st.seq // 4]
+    expect(late, "nothing acknowledged after the second kill")
+    print("produced %d: %d acknowledged, %d failed; %s" % (st.seq, len(st.acked), len(st.failed),
+                                                          "; ".join(events)), flush=True)
+
+
+def nothing_lost(cl, state):
+    st = state["stream"]
+    th, along, errors = state["along"]
+    hi = {}
+    import confluent_kafka as ck
+    c = ck.Consumer({"bootstrap.servers": cl.bootstrap, "group.id": unique("hw")})
+    for p in range(PARTS):
+        hi[p] = c.get_watermark_offsets(ck.TopicPartition(st.topic, p), timeout=30)[1]
+    c.close()
+    along["target"] = hi
+    th.join(90)
+    expect(not th.is_alive(), "concurrent consumer still running")
+    expect(not errors, "concurrent consumer: %s" % "; ".join(errors))
+    n = verify_log(cl, st, along)
+    print("verified %d records, %d acknowledged" % (n, len(st.acked)), flush=True)
+
+
+def kafkajs_after(cl):
+    a = NodeAdapter("kafkajs", cl.bootstrap)
+    try:
+        topic = unique("lb-js")
+        expect(a.create_topic(topic, PARTS, {}) is None, "kafkajs create topic")
+        recs = checks.gen_records(a, topic, PARTS, 30)
+        acks = a.produce(topic, recs, idempotent=True)
+        checks.verify_acks(recs, acks, base={p: 0 for p in range(PARTS)})
+    finally:
+        a.close()
+    r = ConfluentAdapter(cl.bootstrap)
+    want = checks.by_partition(recs)
+    for p in range(PARTS):
+        checks.compare(r.consume(topic, p, "beginning", len(want[p]), 30), want[p],
+                       "partition %d" % p, first_offset=0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runnel", required=True)
+    ap.add_argument("--seconds", type=float, default=12)
+    ap.add_argument("--rate", type=int, default=400, help="records per second")
+    ap.add_argument("--client", action="append", default=[],
+                    help="confluent, kafka-python, kafkajs (default: all three)")
+    args = ap.parse_args()
+    clients = args.client or ["confluent", "kafka-python", "kafkajs"]
+    rep = Reporter("cluster-lb")
+    if "kafkajs" in clients and not os.path.isdir(os.path.join(NODE_DIR, "node_modules",
+                                                               "kafkajs")):
+        clients.remove("kafkajs")
+        rep.record("SKIP", "kafkajs", "tests/node/node_modules missing: run deploy/install-deps.sh")
+    with ManyAgents(args.runnel, mode="lb") as cl:
+        print("HAProxy at %s, agents %s" % (cl.bootstrap, [a.addr for a in cl.agents[:3]]),
+              flush=True)
+        rep.run("one-broker", check_one_broker, cl)
+        for c in clients:
+            rep.run("via-one-via-another/%s" % c, via_one_via_another, cl, c)
+        state = {}
+        if rep.run("kill-and-join", kill_and_join, cl, args, state):
+            rep.run("nothing-lost-nothing-duplicated", nothing_lost, cl, state)
+        if "kafkajs" in clients:
+            cl.all_ready()
+            rep.run("kafkajs-through-kill", kafkajs_after, cl)
+        rep.keep_on_failure(cl)
+    return rep.summary()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except CheckFailed as e:
+        print("FAIL %s" % e)
+        sys.exit(1)
