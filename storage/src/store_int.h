@@ -63,6 +63,7 @@ struct store__op {
     void *bctx;                /* backend's per-attempt state */
     struct store__op *next;    /* store's list of ops */
     struct store__op *prev;    /* store's list of ops */
+    uint64_t started_ns;       /* uv_hrtime() at submission (metrics.c) */
 };
 
 struct store__ops {
@@ -93,6 +94,7 @@ struct store {
     struct store__op *ops_head;   /* operations not yet freed */
     bool closing;                 /* store_close() was called */
     bool backend_closed;          /* ops->close finished */
+    bool unmetered;               /* wrapped by faulty+: the outer store counts (metrics.c) */
 };
 
 /* One `name=value` pair of a URL query (both percent-decoded, malloc). */
@@ -138,6 +140,10 @@ int store__faulty_open(struct store *s, struct store__url *u, const struct store
 void store__attempt_done(struct store__op *op);
 /* Called by a backend's close once its handles are closed. */
 void store__backend_closed(struct store *s);
+
+/* Counts a finished operation (kind, outcome, bytes, latency, retries) in the process's metrics
+ * registry; called once per operation just before its callback (metrics.c). */
+void store__metrics_done(const struct store__op *op);
 
 /* Sets op->res.err and a printf-style message; returns err. */
 int store__fail(struct store__result *r, int err, const char *fmt, ...)
