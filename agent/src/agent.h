@@ -33,6 +33,7 @@ struct agent_req;
 struct agent_produce;
 struct agent_fetch;
 struct agent_topics;
+struct agent_obs;
 
 /* Settings of one agent process (see docs/configuration.md). */
 struct agent_config {
@@ -56,6 +57,7 @@ struct agent_config {
     char *log_format;           /* logfmt or json */
     char *data_dir;             /* runnel dev only: metadata journal and file store live here */
     bool dev;                   /* runnel dev: metadata service in-process */
+    char *http_listen;          /* host:port of /metrics, /healthz, /readyz; empty: none */
 };
 
 /* A handler answers one request; see agent_req_respond(). */
@@ -82,6 +84,7 @@ struct agent_req {
     bool done;                    /* response ready (or none due) */
     bool silent;                  /* no response is sent (Produce acks=0) */
     uint64_t started_ms;          /* loop time when the request was dispatched */
+    uint64_t started_ns;          /* uv_hrtime() at dispatch, for the latency metric (obs.c) */
 };
 
 struct agent_conn {
@@ -123,6 +126,7 @@ struct agent {
     struct meta_client *meta;      /* metadata service connection */
     struct store *store;           /* object store */
     struct meta_server *dev_meta;  /* runnel dev: the in-process metadata service */
+    struct agent_obs *obs;         /* metrics and readiness (obs.c) */
     uv_signal_t sigterm;           /* orderly shutdown */
     uv_signal_t sigint;
     uv_timer_t grace; /* bounds how long shutdown waits for clients */
