@@ -33,6 +33,7 @@ struct agent_req;
 struct agent_produce;
 struct agent_fetch;
 struct agent_topics;
+struct agent_obs;
 
 /* Settings of one agent process (see docs/configuration.md). */
 struct agent_config {
@@ -60,6 +61,7 @@ struct agent_config {
     char *zone;                 /* availability zone registered in direct mode; may be empty */
     int64_t heartbeat_ms;       /* direct mode: interval between heartbeats */
     int64_t session_timeout_ms; /* direct mode: forgotten this long after the last heartbeat */
+    char *http_listen;          /* host:port of /metrics, /healthz, /readyz; empty: none */
 };
 
 /* A handler answers one request; see agent_req_respond(). */
@@ -99,6 +101,7 @@ struct agent_req {
     bool done;                    /* response ready (or none due) */
     bool silent;                  /* no response is sent (Produce acks=0) */
     uint64_t started_ms;          /* loop time when the request was dispatched */
+    uint64_t started_ns;          /* uv_hrtime() at dispatch, for the latency metric (obs.c) */
 };
 
 struct agent_conn {
@@ -170,6 +173,7 @@ struct agent {
     struct meta_client *meta;      /* metadata service connection */
     struct store *store;           /* object store */
     struct meta_server *dev_meta;  /* runnel dev: the in-process metadata service */
+    struct agent_obs *obs;         /* metrics and readiness (obs.c) */
     uv_signal_t sigterm;           /* orderly shutdown */
     uv_signal_t sigint;
     uv_timer_t grace;             /* bounds how long shutdown waits for clients */

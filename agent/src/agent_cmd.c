@@ -20,6 +20,7 @@
 
 #include "agent.h"
 #include "agent_cmd.h"
+#include "obs.h"
 #include "runnel/common/config.h"
 #include "runnel/common/log.h"
 #include "runnel/metadata/server.h"
@@ -130,8 +131,17 @@ static struct agent_config agent__cfg;
         "log.format", RN_SETTING_STRING, "logfmt", "logfmt or json", &agent__cfg.log_format, 0, 0  \
     }
 
+/* The observability listener (obs.c); off unless asked for, so several agents share a host. */
+#define AGENT__HTTP_SETTING                                                                        \
+    {                                                                                              \
+        "http.listen", RN_SETTING_STRING, "",                                                      \
+            "host:port of the HTTP listener for /metrics, /healthz and /readyz; empty: none",      \
+            &agent__cfg.http_listen, 0, 0                                                          \
+    }
+
 static const struct rn_setting agent__agent_settings[] = {
     AGENT__COMMON_SETTINGS("0.0.0.0:9092", "250"),
+    AGENT__HTTP_SETTING,
     {"metadata", RN_SETTING_STRING, "127.0.0.1:9093", "host:port of the metadata service",
      &agent__cfg.metadata, 0, 0},
     {"bucket", RN_SETTING_STRING, NULL,
@@ -156,6 +166,7 @@ static const struct rn_setting agent__agent_settings[] = {
 
 static const struct rn_setting agent__dev_settings[] = {
     AGENT__COMMON_SETTINGS("127.0.0.1:9092", "20"),
+    AGENT__HTTP_SETTING,
     {"data.dir", RN_SETTING_STRING, "./runnel-data",
      "where runnel dev keeps the metadata journal (meta/) and the objects (objects/)",
      &agent__cfg.data_dir, 0, 0},
@@ -187,6 +198,7 @@ static void agent__close_handle(uv_handle_t *h, void *arg)
 static void agent__finish(struct agent *a)
 {
     rn_log(RN_LOG_INFO, "stopped", NULL);
+    agent_obs_stop(a);
     agent_fetch_free(a);
     agent_produce_free(a);
     agent_topics_free(a);
@@ -350,7 +362,7 @@ int agent_run(struct agent *a)
         (rc = agent_cluster_init(a)) != 0) {
         goto out_fail;
     }
-    if ((rc = agent_server_start(a)) != 0) {
+    if ((rc = agent_server_start(a)) != 0 || (rc = agent_obs_start(a)) != 0) {
         goto out_fail;
     }
     uv_signal_start(&a->sigterm, agent__signal_cb, SIGTERM);

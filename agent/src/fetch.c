@@ -32,6 +32,7 @@
 #include "cache.h"
 #include "fetch.h"
 #include "handlers.h"
+#include "obs.h"
 #include "runnel/common/log.h"
 #include "runnel/protocol/errors.h"
 #include "runnel/protocol/records.h"
@@ -573,6 +574,7 @@ static void agent__fop_respond(struct agent__fop *op, int16_t top_error)
             if (fp->err == 0 && fp->out_len > 0) {
                 /* Sent through the gather claim below, run by run: never read as one view. */
                 pd->records = (struct kp_bytes){fp->out_ptr, (int32_t)fp->out_len};
+                agent_obs_fetch_bytes(fp->out_len);
             }
         }
     }
@@ -1203,6 +1205,7 @@ int agent_fetch_init(struct agent *a)
     struct agent_fetch *fs = kp_xcalloc(1, sizeof(*fs));
     fs->a = a;
     fs->cache = agent_cache_new(a->loop, a->store, (size_t)a->cfg.cache_bytes);
+    agent_obs_cache(a, fs->cache);
     a->fetch = fs;
     return 0;
 }
@@ -1304,6 +1307,7 @@ void agent_fetch_free(struct agent *a)
     }
     a->fetch = NULL;
     fs->closing = true;
+    agent_obs_cache(a, NULL);
     agent_cache_free(fs->cache);
     fs->cache = NULL;
     struct agent__fop *op = fs->ops;

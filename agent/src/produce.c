@@ -31,6 +31,7 @@
 
 #include "agent.h"
 #include "handlers.h"
+#include "obs.h"
 #include "runnel/common/log.h"
 #include "runnel/protocol/errors.h"
 #include "runnel/protocol/records.h"
@@ -320,6 +321,7 @@ static void agent__pobj_finish(struct agent__pobj *o)
 /* Every batch of `o` gets `error` (the object never became visible, or its fate is unknown). */
 static void agent__pobj_fail_all(struct agent__pobj *o, int16_t error)
 {
+    agent_obs_produce_failed(error, o->bytes);
     for (uint32_t i = 0; i < o->n_parts; i++) {
         for (uint32_t j = 0; j < o->parts[i].n_ranges; j++) {
             struct agent__prange *r = &o->parts[i].ranges[j];
@@ -353,6 +355,8 @@ static void agent__commit_cb(void *arg, int status, const void *response)
         agent__pobj_fail_all(o, e);
     } else {
         p->objects++;
+        agent_obs_object_committed(p->a, o->bytes, o->data_len, o->opened_loop_ms, o->t_seal,
+                                   o->t_put, o->t_put_done, o->t_commit, uv_now(p->a->loop));
         if (rn_log_enabled(RN_LOG_DEBUG)) {
             uint64_t now = uv_now(p->a->loop);
             rn_log(RN_LOG_DEBUG, "object_committed",

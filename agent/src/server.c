@@ -21,6 +21,7 @@
 
 #include "agent.h"
 #include "handlers.h"
+#include "obs.h"
 #include "runnel/common/config.h"
 #include "runnel/common/log.h"
 #include "runnel/protocol/frame.h"
@@ -52,6 +53,7 @@ static uint64_t agent__now(struct agent *a)
 
 static void agent__req_free(struct agent_req *req)
 {
+    agent_obs_request_done(req);
     if (req->release != NULL) {
         req->release(req->release_arg);
     }
@@ -234,6 +236,7 @@ void agent_req_finish_silent(struct agent_req *req)
 
 void agent_req_close_conn(struct agent_req *req, const char *why)
 {
+    agent_obs_request_error(req->hdr.request_api_key, "closed");
     struct agent_conn *c = req->conn;
     req->done = true;
     req->silent = true;
@@ -269,12 +272,14 @@ static void agent__dispatch(struct agent_conn *c, uint8_t *frame, size_t len)
     req->frame = frame;
     req->frame_len = len;
     req->started_ms = agent__now(a);
+    req->started_ns = uv_hrtime();
 
     struct kp_reader r;
     kp_reader_init(&r, frame, len);
     if (kp_request_header_parse(&r, &req->arena, &req->hdr) != 0 && !agent__reparse_v1(&r, req)) {
         rn_log(RN_LOG_WARN, "bad_request_header", "peer=%s why=\"%s\"", c->peer,
                r.why ? r.why : "invalid");
+        agent_obs_request_error(-1, "bad_header");
         agent__req_free(req);
         agent__conn_close(c, "bad request header");
         return;
@@ -285,6 +290,7 @@ static void agent__dispatch(struct agent_conn *c, uint8_t *frame, size_t len)
     req->api = kp_api_find(key);
     if (served == NULL || req->api == NULL) {
         rn_log(RN_LOG_WARN, "unsupported_api", "peer=%s api_key=%d", c->peer, key);
+        agent_obs_request_error(key, "unsupported_api");
         agent__req_free(req);
         agent__conn_close(c, "unsupported api key");
         return;
@@ -350,6 +356,7 @@ static void agent__process_stage(struct agent_conn *c)
         ssize_t n = kp_frame_split(c->stage + pos, c->stage_len - pos, max, &frame, &why);
         if (n < 0) {
             rn_log(RN_LOG_WARN, "bad_frame", "peer=%s why=\"%s\"", c->peer, why ? why : "?");
+            agent_obs_request_error(-1, "bad_frame");
             agent__conn_close(c, why);
             return;
         }
@@ -440,6 +447,7 @@ void agent_server_set_paused(struct agent *a, bool paused)
         return;
     }
     a->paused = paused;
+    agent_obs_paused(a, paused);
     for (struct agent_conn *c = a->conns; c != NULL; c = c->next) {
         agent__conn_update_reading(c);
     }
@@ -545,6 +553,7 @@ static void agent__on_connection(uv_stream_t *server, int status)
     }
     a->conns = c;
     a->n_conns++;
+    agent_obs_conn_accepted();
     if (a->stopping || a->n_conns > a->cfg.max_connections) {
         rn_log(RN_LOG_WARN, "conn_refused", "peer=%s connections=%lld", c->peer,
                (long long)a->n_conns);

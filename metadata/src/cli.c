@@ -13,12 +13,14 @@
 
 #include "runnel/common/config.h"
 #include "runnel/common/log.h"
+#include "runnel/common/obs.h"
 #include "runnel/metadata/server.h"
 
 static char *meta__cli_data_dir;
 static char *meta__cli_listen;
 static char *meta__cli_log_level;
 static char *meta__cli_log_format;
+static char *meta__cli_http_listen;
 static int64_t meta__cli_snapshot_bytes;
 
 static const struct rn_setting meta__cli_settings[] = {
@@ -32,6 +34,9 @@ static const struct rn_setting meta__cli_settings[] = {
     {"log.level", RN_SETTING_STRING, "info", "error, warn, info or debug", &meta__cli_log_level, 0,
      0},
     {"log.format", RN_SETTING_STRING, "logfmt", "logfmt or json", &meta__cli_log_format, 0, 0},
+    {"http.listen", RN_SETTING_STRING, "",
+     "host:port of the HTTP listener for /metrics, /healthz and /readyz; empty: none",
+     &meta__cli_http_listen, 0, 0},
     {NULL, 0, NULL, NULL, NULL, 0, 0},
 };
 
@@ -49,6 +54,7 @@ static void meta__on_signal(uv_signal_t *h, int signum)
     struct meta_server *srv = h->data;
     rn_log(RN_LOG_INFO, "meta_stopping", "signal=%d", signum);
     meta_server_close(srv);
+    rn_obs_stop();
     for (int i = 0; i < 2; i++) {
         uv_close((uv_handle_t *)&meta__cli_signals[i], NULL);
     }
@@ -113,6 +119,16 @@ int meta_cmd_metadata(int argc, char **argv)
     if (rc != 0) {
         fprintf(stderr, "runnel metadata: cannot start: %s\n", err);
         rn_log(RN_LOG_ERROR, "meta_start_failed", "error=\"%s\"", err);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        status = 1;
+        goto out;
+    }
+    rc = rn_obs_start(&loop, meta__cli_http_listen, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "runnel metadata: --http.listen: %s\n", err);
+        rn_log(RN_LOG_ERROR, "http_start_failed", "error=\"%s\"", err);
+        meta_server_close(srv);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
         status = 1;

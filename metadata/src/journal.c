@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "meta_obs.h"
 #include "runnel/protocol/crc32c.h"
 #include "runnel/protocol/mem.h"
 
@@ -533,12 +534,19 @@ static int meta__sync(struct meta_journal *j, int fd)
 {
     const char *hook = getenv("RUNNEL_META_FAIL_FSYNC_FILE");
     if (hook != NULL && hook[0] != '\0' && access(hook, F_OK) == 0) {
+        if (j != NULL) {
+            meta__obs_fsync(0, -EIO);
+        }
         return -EIO;
     }
-    if (j != NULL) {
-        atomic_fetch_add(&j->syncs, 1);
+    if (j == NULL) {
+        return fdatasync(fd) == 0 ? 0 : -errno;
     }
-    return fdatasync(fd) == 0 ? 0 : -errno;
+    atomic_fetch_add(&j->syncs, 1);
+    uint64_t t0 = meta__obs_now_ns();
+    int rc = fdatasync(fd) == 0 ? 0 : -errno;
+    meta__obs_fsync(meta__obs_now_ns() - t0, rc);
+    return rc;
 }
 
 static int meta__fsync_dir(const char *dir)

@@ -6,6 +6,8 @@
  */
 #include "server_int.h"
 
+#include "meta_obs.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +131,7 @@ static void meta__conn_flush(struct meta__conn *c)
             meta__frame_end(&p->frame);
             meta__buf_free(&body);
         }
+        meta__obs_request(p->api_key, p->started_ns, p->needed_seq > durable ? "storage" : NULL);
         c->head = p->next;
         if (c->head == NULL) {
             c->tail = NULL;
@@ -287,6 +290,7 @@ static void meta__handle_frame(struct meta__conn *c, const uint8_t *p, size_t le
     req.body = r.p;
     req.body_len = kp_reader_remaining(&r);
     struct meta__pending *pend = kp_xcalloc(1, sizeof(*pend));
+    pend->started_ns = meta__obs_now_ns();
     pend->api_key = req.api_key;
     pend->api_version = req.api_version;
     pend->correlation_id = req.correlation_id;
@@ -299,6 +303,7 @@ static void meta__handle_frame(struct meta__conn *c, const uint8_t *p, size_t le
     }
     kp_arena_reset(&srv->arena);
     if (rc != 0) {
+        meta__obs_request(req.api_key, pend->started_ns, "bad_request");
         meta__buf_free(&body);
         free(pend);
         meta__conn_close(c);
@@ -579,12 +584,14 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen);
     srv->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
                                             : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    meta__obs_open(srv);
     *out = srv;
     return 0;
 }
 
 void meta_server_close(struct meta_server *srv)
 {
+    meta__obs_close(srv);
     while (srv->conns != NULL) {
         meta__conn_close(srv->conns);
     }

@@ -30,6 +30,7 @@ struct meta__pending {
     int16_t api_version;        /* request's version */
     int32_t correlation_id;     /* request's correlation id */
     struct meta__buf frame;     /* complete frame: size, header, body */
+    uint64_t started_ns;        /* arrival (meta__obs_now_ns), for the latency metric */
 };
 
 struct meta__conn {

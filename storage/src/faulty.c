@@ -314,6 +314,9 @@ int store__faulty_open(struct store *s, struct store__url *u, const struct store
     }
     icfg.timeout_ms = 86400000;
     rc = store__open_url(s->loop, &inner, &icfg, &f->inner, 0, err, errlen);
+    if (rc == 0) {
+        f->inner->unmetered = true;
+    }
     free(inner.params);
     if (rc < 0) {
         goto out_free;

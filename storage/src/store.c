@@ -470,6 +470,7 @@ static void store__op_deliver(struct store__op *op)
     uv_timer_stop(&op->step_timer);
     if (req != NULL) {
         struct store__result *r = &op->res;
+        store__metrics_done(op);
         req->err = r->err;
         memcpy(req->msg, r->msg, sizeof(req->msg));
         req->http_status = r->http_status;
@@ -748,6 +749,7 @@ static int store__op_submit(struct store *s, struct store__op *op)
     op->deadline_timer.data = op;
     op->step_timer.data = op;
     op->deadline = uv_now(s->loop) + op->timeout_ms;
+    op->started_ns = uv_hrtime();
     op->next = s->ops_head;
     if (s->ops_head != NULL) {
         s->ops_head->prev = op;

@@ -64,6 +64,7 @@ struct store__op {
     void *bctx;                /* backend's per-attempt state */
     struct store__op *next;    /* store's list of ops */
     struct store__op *prev;    /* store's list of ops */
+    uint64_t started_ns;       /* uv_hrtime() at submission (metrics.c) */
 };
 
 struct store__ops {
@@ -94,6 +95,7 @@ struct store {
     struct store__op *ops_head;   /* operations not yet freed */
     bool closing;                 /* store_close() was called */
     bool backend_closed;          /* ops->close finished */
+    bool unmetered;               /* wrapped by faulty+: the outer store counts (metrics.c) */
 };
 
 /* One `name=value` pair of a URL query (both percent-decoded, malloc). */
@@ -156,6 +158,10 @@ extern ssize_t (*store__fs_preadv2)(int fd, const struct iovec *iov, int iovcnt,
 void store__attempt_done(struct store__op *op);
 /* Called by a backend's close once its handles are closed. */
 void store__backend_closed(struct store *s);
+
+/* Counts a finished operation (kind, outcome, bytes, latency, retries) in the process's metrics
+ * registry; called once per operation just before its callback (metrics.c). */
+void store__metrics_done(const struct store__op *op);
 
 /* Sets op->res.err and a printf-style message; returns err. */
 int store__fail(struct store__result *r, int err, const char *fmt, ...)

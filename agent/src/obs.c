@@ -1,0 +1,529 @@
+/*
+ * The agent's metrics and readiness (obs.h).
+ *
+ * Request series are looked up once per (api key, version) and kept in a table, so counting a
+ * request costs a few relaxed atomic adds. Values the agent already keeps (connections, buffered
+ * bytes, the chunk cache's counters) are not duplicated: their series are bound to readers that
+ * run when /metrics is scraped, on the loop thread that owns those values.
+ *
+ * Readiness ("is it useful to send this agent clients?") has three parts: the agent is not
+ * shutting down, the metadata service connection is up, and the object store answered the last
+ * probe (a HEAD of a key that need not exist, every AGENT__PROBE_MS; "not found" is an answer).
+ */
+#include "obs.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "cache.h"
+#include "runnel/common/log.h"
+#include "runnel/common/metrics.h"
+#include "runnel/common/obs.h"
+#include "runnel/protocol/errors.h"
+
+#define AGENT__PROBE_MS 5000            /* store probe period */
+#define AGENT__PROBE_TIMEOUT_MS 4000    /* deadline of one probe */
+#define AGENT__PROBE_KEY "runnel-ready" /* HEADed; it need not exist */
+#define AGENT__OBS_KEYS 128             /* api keys 0..127 get their own series */
+#define AGENT__OBS_VERSIONS 32          /* versions 0..31 */
+
+/* Per-agent state: the probe and what the bound readers look at. */
+struct agent_obs {
+    struct agent *a;        /* owner */
+    uv_timer_t probe_timer; /* next probe */
+    struct store_req probe; /* the HEAD in flight */
+    bool probe_running;     /* probe submitted, callback not yet run */
+    bool probed;            /* at least one probe finished */
+    int probe_err;          /* its result (0 or -ENOENT: the store answered) */
+    char probe_msg[160];    /* its message when it failed */
+    bool closing;           /* agent_obs_stop() ran */
+    bool timer_closed;      /* the timer's close callback ran */
+};
+
+struct agent__req_series {
+    struct rn_metric *count;    /* requests */
+    struct rn_metric *duration; /* latency */
+};
+
+struct agent__obs_metrics {
+    struct rn_metric_family *req_f;
+    struct rn_metric_family *dur_f;
+    struct rn_metric_family *err_f;
+    struct rn_metric_family *reqb_f;
+    struct rn_metric_family *respb_f;
+    struct rn_metric_family *pfail_f;
+    struct agent__req_series req[AGENT__OBS_KEYS][AGENT__OBS_VERSIONS];
+    struct rn_metric *req_bytes[AGENT__OBS_KEYS];
+    struct rn_metric *resp_bytes[AGENT__OBS_KEYS];
+    struct rn_metric *accepted;
+    struct rn_metric *conns;
+    struct rn_metric *buffered;
+    struct rn_metric *paused;
+    struct rn_metric *paused_seconds;
+    struct rn_metric *meta_up;
+    struct rn_metric *produce_bytes;
+    struct rn_metric *fetch_bytes;
+    struct rn_metric *objects;
+    struct rn_metric *flush_bytes;
+    struct rn_metric *flush_stored;
+    struct rn_metric *flush_age;
+    struct rn_metric *flush_interval;
+    struct rn_metric *seal_dur;
+    struct rn_metric *put_dur;
+    struct rn_metric *commit_wait;
+    struct rn_metric *commit_dur;
+    struct rn_metric *cache_hits;
+    struct rn_metric *cache_misses;
+    struct rn_metric *cache_merged;
+    struct rn_metric *cache_gets;
+    struct rn_metric *cache_evictions;
+    struct rn_metric *cache_errors;
+    struct rn_metric *cache_bytes;
+    struct rn_metric *cache_entries;
+    uint64_t paused_total_ns; /* completed pauses (loop thread) */
+    uint64_t paused_since_ns; /* start of the current pause, 0 when reading */
+    uint64_t last_seal_ms;    /* loop time of the previous committed object's seal */
+};
+
+static struct agent__obs_metrics agent__om;
+static struct agent_cache *agent__cache; /* the fetch path's cache, or NULL (loop thread) */
+static pthread_once_t agent__om_once = PTHREAD_ONCE_INIT;
+
+static struct rn_metric *agent__g(struct rn_metrics *r, const char *name, const char *help)
+{
+    return rn_metric_get0(rn_metrics_gauge(r, name, help, NULL));
+}
+
+static struct rn_metric *agent__c(struct rn_metrics *r, const char *name, const char *help)
+{
+    return rn_metric_get0(rn_metrics_counter(r, name, help, NULL));
+}
+
+static struct rn_metric *agent__h(struct rn_metrics *r, const char *name, const char *help,
+                                  bool bytes)
+{
+    return rn_metric_get0(
+        bytes ? rn_metrics_histogram(r, name, help, NULL, 1, rn_metrics_size_bounds,
+                                     rn_metrics_size_nbounds)
+              : rn_metrics_histogram(r, name, help, NULL, 1e9, rn_metrics_latency_bounds_ns,
+                                     rn_metrics_latency_nbounds));
+}
+
+static void agent__obs_init(void)
+{
+    struct rn_metrics *r = rn_metrics_global();
+    struct agent__obs_metrics *m = &agent__om;
+    m->req_f = rn_metrics_counter(r, "runnel_agent_requests_total",
+                                  "Kafka requests answered (or finished without an answer), by "
+                                  "api and version.",
+                                  "api,version");
+    m->dur_f = rn_metrics_histogram(
+        r, "runnel_agent_request_duration_seconds",
+        "Kafka request latency from dispatch until its response is handed to the socket (in "
+        "request order), by api and version.",
+        "api,version", 1e9, rn_metrics_latency_bounds_ns, rn_metrics_latency_nbounds);
+    m->err_f = rn_metrics_counter(r, "runnel_agent_request_errors_total",
+                                  "Kafka requests or frames refused by closing the connection, "
+                                  "by api and reason.",
+                                  "api,reason");
+    m->reqb_f = rn_metrics_counter(r, "runnel_agent_request_bytes_total",
+                                   "Bytes of Kafka request frames received, by api.", "api");
+    m->respb_f = rn_metrics_counter(r, "runnel_agent_response_bytes_total",
+                                    "Bytes of Kafka responses sent, by api.", "api");
+    m->pfail_f = rn_metrics_counter(r, "runnel_agent_produce_failed_bytes_total",
+                                    "Produced batch bytes answered with an error (nothing "
+                                    "acknowledged), by Kafka error.",
+                                    "error");
+    m->accepted =
+        agent__c(r, "runnel_agent_connections_accepted_total", "Kafka connections accepted.");
+    m->conns = agent__g(r, "runnel_agent_connections", "Open Kafka connections.");
+    m->buffered = agent__g(r, "runnel_agent_buffered_bytes",
+                           "Produced bytes buffered or awaiting their commit (bounded by "
+                           "buffer.max.bytes).");
+    m->paused = agent__g(r, "runnel_agent_backpressure_active",
+                         "1 while reads from clients are paused because buffered bytes reached "
+                         "buffer.max.bytes.");
+    m->paused_seconds = rn_metric_get0(rn_metrics_family(
+        r, RN_METRIC_COUNTER, "runnel_agent_backpressure_seconds_total",
+        "Time reads from clients spent paused for backpressure.", NULL, 1e9, NULL, 0));
+    m->meta_up = agent__g(r, "runnel_agent_metadata_connected",
+                          "1 while the connection to the metadata service is up.");
+    m->produce_bytes = agent__c(r, "runnel_agent_produce_bytes_total",
+                                "Produced batch bytes acknowledged (durable in the store and "
+                                "committed).");
+    m->fetch_bytes =
+        agent__c(r, "runnel_agent_fetch_bytes_total", "Record bytes served in Fetch responses.");
+    m->objects = agent__c(r, "runnel_agent_objects_committed_total",
+                          "Objects flushed, uploaded and committed.");
+    m->flush_bytes = agent__h(r, "runnel_agent_flush_bytes",
+                              "Batch bytes per flushed object (before compression).", true);
+    m->flush_stored = agent__h(r, "runnel_agent_flush_stored_bytes",
+                               "Bytes per flushed object as stored (after compression).", true);
+    m->flush_age = agent__h(r, "runnel_agent_flush_age_seconds",
+                            "Age of an object's first batch when the object was sealed.", false);
+    m->flush_interval = agent__h(r, "runnel_agent_flush_interval_seconds",
+                                 "Time between the seals of consecutive committed objects.", false);
+    m->seal_dur =
+        agent__h(r, "runnel_agent_seal_duration_seconds",
+                 "Sealing (compression, checksums) of an object on the worker pool.", false);
+    m->put_dur = agent__h(r, "runnel_agent_put_duration_seconds",
+                          "Upload of an object to the store, retries included.", false);
+    m->commit_wait = agent__h(r, "runnel_agent_commit_wait_seconds",
+                              "Wait of an uploaded object for older objects' commits.", false);
+    m->commit_dur =
+        agent__h(r, "runnel_agent_commit_duration_seconds",
+                 "Commit latency: commit sent to the metadata service until answered.", false);
+    m->cache_hits =
+        agent__c(r, "runnel_agent_cache_hits_total", "Chunk cache lookups answered from memory.");
+    m->cache_misses = agent__c(r, "runnel_agent_cache_misses_total",
+                               "Chunk cache lookups that started a load from the store.");
+    m->cache_merged = agent__c(r, "runnel_agent_cache_merged_total",
+                               "Chunk cache lookups that joined a load already in flight.");
+    m->cache_gets = agent__c(r, "runnel_agent_cache_store_gets_total",
+                             "GETs the chunk cache issued (chunks and footers).");
+    m->cache_evictions = agent__c(r, "runnel_agent_cache_evictions_total",
+                                  "Chunk cache entries evicted to stay within cache.bytes.");
+    m->cache_errors =
+        agent__c(r, "runnel_agent_cache_load_errors_total", "Chunk cache loads that failed.");
+    m->cache_bytes = agent__g(r, "runnel_agent_cache_bytes", "Bytes held by the chunk cache.");
+    m->cache_entries =
+        agent__g(r, "runnel_agent_cache_entries", "Entries held by the chunk cache.");
+}
+
+static void agent__obs_once(void)
+{
+    pthread_once(&agent__om_once, agent__obs_init);
+}
+
+static const char *agent__api_name(int16_t key)
+{
+    const struct kp_api *api = key >= 0 ? kp_api_find(key) : NULL;
+    return api != NULL ? api->name : "unknown";
+}
+
+void agent_obs_request_done(const struct agent_req *req)
+{
+    if (req->api == NULL) {
+        return; /* never dispatched: counted by agent_obs_request_error() */
+    }
+    agent__obs_once();
+    struct agent__obs_metrics *m = &agent__om;
+    int16_t key = req->hdr.request_api_key;
+    int16_t ver = req->hdr.request_api_version;
+    if (key < 0 || key >= AGENT__OBS_KEYS || ver < 0 || ver >= AGENT__OBS_VERSIONS) {
+        return; /* not served: the connection was closed and the error counted */
+    }
+    struct agent__req_series *s = &m->req[key][ver];
+    if (s->count == NULL) {
+        char v[8];
+        snprintf(v, sizeof(v), "%d", ver);
+        s->count = rn_metric_get2(m->req_f, req->api->name, v);
+        s->duration = rn_metric_get2(m->dur_f, req->api->name, v);
+    }
+    if (m->req_bytes[key] == NULL) {
+        m->req_bytes[key] = rn_metric_get1(m->reqb_f, req->api->name);
+        m->resp_bytes[key] = rn_metric_get1(m->respb_f, req->api->name);
+    }
+    rn_counter_add(s->count, 1);
+    rn_histogram_observe(s->duration, uv_hrtime() - req->started_ns);
+    rn_counter_add(m->req_bytes[key], 4 + req->frame_len);
+    if (!req->silent) {
+        rn_counter_add(m->resp_bytes[key], req->resp_len);
+    }
+}
+
+void agent_obs_request_error(int16_t api_key, const char *reason)
+{
+    agent__obs_once();
+    rn_counter_add(rn_metric_get2(agent__om.err_f, agent__api_name(api_key), reason), 1);
+}
+
+void agent_obs_conn_accepted(void)
+{
+    agent__obs_once();
+    rn_counter_add(agent__om.accepted, 1);
+}
+
+void agent_obs_paused(struct agent *a, bool paused)
+{
+    (void)a;
+    agent__obs_once();
+    struct agent__obs_metrics *m = &agent__om;
+    uint64_t now = uv_hrtime();
+    if (paused && m->paused_since_ns == 0) {
+        m->paused_since_ns = now;
+    } else if (!paused && m->paused_since_ns != 0) {
+        m->paused_total_ns += now - m->paused_since_ns;
+        m->paused_since_ns = 0;
+    }
+}
+
+static uint64_t agent__ms_to_ns(uint64_t later, uint64_t earlier)
+{
+    return later >= earlier ? (later - earlier) * 1000000ULL : 0;
+}
+
+void agent_obs_object_committed(struct agent *a, size_t bytes, size_t stored, uint64_t opened,
+                                uint64_t sealed, uint64_t put, uint64_t put_done,
+                                uint64_t committed, uint64_t answered)
+{
+    (void)a;
+    agent__obs_once();
+    struct agent__obs_metrics *m = &agent__om;
+    rn_counter_add(m->objects, 1);
+    rn_counter_add(m->produce_bytes, bytes);
+    rn_histogram_observe(m->flush_bytes, bytes);
+    rn_histogram_observe(m->flush_stored, stored);
+    rn_histogram_observe(m->flush_age, agent__ms_to_ns(sealed, opened));
+    if (m->last_seal_ms != 0) {
+        rn_histogram_observe(m->flush_interval, agent__ms_to_ns(sealed, m->last_seal_ms));
+    }
+    m->last_seal_ms = sealed;
+    rn_histogram_observe(m->seal_dur, agent__ms_to_ns(put, sealed));
+    rn_histogram_observe(m->put_dur, agent__ms_to_ns(put_done, put));
+    rn_histogram_observe(m->commit_wait, agent__ms_to_ns(committed, put_done));
+    rn_histogram_observe(m->commit_dur, agent__ms_to_ns(answered, committed));
+}
+
+void agent_obs_produce_failed(int16_t error, size_t bytes)
+{
+    agent__obs_once();
+    rn_counter_add(rn_metric_get1(agent__om.pfail_f, kp_error_name(error)), bytes);
+}
+
+void agent_obs_fetch_bytes(size_t bytes)
+{
+    agent__obs_once();
+    rn_counter_add(agent__om.fetch_bytes, bytes);
+}
+
+void agent_obs_cache(struct agent *a, struct agent_cache *cache)
+{
+    (void)a;
+    agent__cache = cache;
+}
+
+/* ---- bound readers (run at scrape time on the loop thread) ---- */
+
+static int64_t agent__r_conns(void *arg)
+{
+    return ((struct agent_obs *)arg)->a->n_conns;
+}
+
+static int64_t agent__r_buffered(void *arg)
+{
+    return (int64_t)((struct agent_obs *)arg)->a->buffered_bytes;
+}
+
+static int64_t agent__r_paused(void *arg)
+{
+    return ((struct agent_obs *)arg)->a->paused ? 1 : 0;
+}
+
+static int64_t agent__r_paused_ns(void *arg)
+{
+    (void)arg;
+    const struct agent__obs_metrics *m = &agent__om;
+    uint64_t ns = m->paused_total_ns;
+    if (m->paused_since_ns != 0) {
+        ns += uv_hrtime() - m->paused_since_ns;
+    }
+    return (int64_t)ns;
+}
+
+static int64_t agent__r_meta_up(void *arg)
+{
+    const struct agent *a = ((struct agent_obs *)arg)->a;
+    return a->meta != NULL && meta_client_connected(a->meta) ? 1 : 0;
+}
+
+static struct agent_cache_stats agent__cache_stats(void *arg)
+{
+    (void)arg;
+    struct agent_cache_stats st;
+    memset(&st, 0, sizeof(st));
+    if (agent__cache != NULL) {
+        agent_cache_get_stats(agent__cache, &st);
+    }
+    return st;
+}
+
+static int64_t agent__r_hits(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).hits;
+}
+
+static int64_t agent__r_misses(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).misses;
+}
+
+static int64_t agent__r_merged(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).merged;
+}
+
+static int64_t agent__r_gets(void *arg)
+{
+    struct agent_cache_stats st = agent__cache_stats(arg);
+    return (int64_t)(st.chunk_gets + st.footer_gets);
+}
+
+static int64_t agent__r_evictions(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).evictions;
+}
+
+static int64_t agent__r_cache_errors(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).errors;
+}
+
+static int64_t agent__r_cache_bytes(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).bytes;
+}
+
+static int64_t agent__r_cache_entries(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).entries;
+}
+
+/* ---- readiness ---- */
+
+static bool agent__ready_store(void *arg, char *why, size_t why_len)
+{
+    const struct agent_obs *o = arg;
+    if (!o->probed) {
+        snprintf(why, why_len, "object store not probed yet");
+        return false;
+    }
+    if (o->probe_err != 0 && o->probe_err != -ENOENT) {
+        snprintf(why, why_len, "object store: %s: %s", store_strerror(o->probe_err), o->probe_msg);
+        return false;
+    }
+    return true;
+}
+
+static bool agent__ready_meta(void *arg, char *why, size_t why_len)
+{
+    const struct agent *a = ((struct agent_obs *)arg)->a;
+    if (a->stopping) {
+        snprintf(why, why_len, "agent is shutting down");
+        return false;
+    }
+    if (a->meta == NULL || !meta_client_connected(a->meta)) {
+        snprintf(why, why_len, "metadata service %s not connected", a->meta_addr);
+        return false;
+    }
+    return true;
+}
+
+static void agent__obs_maybe_free(struct agent_obs *o)
+{
+    if (o->closing && o->timer_closed && !o->probe_running) {
+        free(o);
+    }
+}
+
+static void agent__probe_start(uv_timer_t *t);
+
+static void agent__probe_cb(struct store_req *req)
+{
+    struct agent_obs *o = req->data;
+    o->probe_running = false;
+    if (o->closing) {
+        store_req_cleanup(req);
+        agent__obs_maybe_free(o);
+        return;
+    }
+    if (req->err != -ECANCELED) {
+        if (req->err != 0 && req->err != -ENOENT && (o->probe_err == 0 || !o->probed)) {
+            rn_log(RN_LOG_WARN, "store_probe_failed", "error=\"%s\" msg=\"%s\"",
+                   store_strerror(req->err), req->msg);
+        }
+        o->probed = true;
+        o->probe_err = req->err;
+        snprintf(o->probe_msg, sizeof(o->probe_msg), "%.150s", req->msg);
+    }
+    store_req_cleanup(req);
+    uv_timer_start(&o->probe_timer, agent__probe_start, AGENT__PROBE_MS, 0);
+}
+
+static void agent__probe_start(uv_timer_t *t)
+{
+    struct agent_obs *o = t->data;
+    if (o->closing || o->a->store == NULL) {
+        return;
+    }
+    o->probe.data = o;
+    o->probe.timeout_ms = AGENT__PROBE_TIMEOUT_MS;
+    if (store_head(o->a->store, &o->probe, AGENT__PROBE_KEY, agent__probe_cb) == 0) {
+        o->probe_running = true;
+        return;
+    }
+    uv_timer_start(&o->probe_timer, agent__probe_start, AGENT__PROBE_MS, 0);
+}
+
+static void agent__probe_timer_closed(uv_handle_t *h)
+{
+    struct agent_obs *o = h->data;
+    o->timer_closed = true;
+    agent__obs_maybe_free(o);
+}
+
+int agent_obs_start(struct agent *a)
+{
+    agent__obs_once();
+    struct agent__obs_metrics *m = &agent__om;
+    struct agent_obs *o = kp_xcalloc(1, sizeof(*o));
+    o->a = a;
+    a->obs = o;
+    rn_metric_bind(m->conns, agent__r_conns, o);
+    rn_metric_bind(m->buffered, agent__r_buffered, o);
+    rn_metric_bind(m->paused, agent__r_paused, o);
+    rn_metric_bind(m->paused_seconds, agent__r_paused_ns, o);
+    rn_metric_bind(m->meta_up, agent__r_meta_up, o);
+    rn_metric_bind(m->cache_hits, agent__r_hits, o);
+    rn_metric_bind(m->cache_misses, agent__r_misses, o);
+    rn_metric_bind(m->cache_merged, agent__r_merged, o);
+    rn_metric_bind(m->cache_gets, agent__r_gets, o);
+    rn_metric_bind(m->cache_evictions, agent__r_evictions, o);
+    rn_metric_bind(m->cache_errors, agent__r_cache_errors, o);
+    rn_metric_bind(m->cache_bytes, agent__r_cache_bytes, o);
+    rn_metric_bind(m->cache_entries, agent__r_cache_entries, o);
+    rn_obs_add_check("store", agent__ready_store, o);
+    rn_obs_add_check("metadata", agent__ready_meta, o);
+    uv_timer_init(a->loop, &o->probe_timer);
+    o->probe_timer.data = o;
+    uv_timer_start(&o->probe_timer, agent__probe_start, 0, 0);
+    uv_unref((uv_handle_t *)&o->probe_timer);
+    char err[256] = "";
+    int rc = rn_obs_start(a->loop, a->cfg.http_listen, err, sizeof(err));
+    if (rc != 0) {
+        rn_log(RN_LOG_ERROR, "http_start_failed", "listen=%s error=\"%s\"", a->cfg.http_listen,
+               err);
+    }
+    return rc;
+}
+
+void agent_obs_stop(struct agent *a)
+{
+    struct agent_obs *o = a->obs;
+    rn_obs_stop();
+    if (o == NULL) {
+        return;
+    }
+    a->obs = NULL;
+    o->closing = true;
+    rn_metrics_unbind(rn_metrics_global(), o);
+    rn_obs_remove_checks(o);
+    if (o->probe_running) {
+        store_cancel(&o->probe);
+    }
+    uv_close((uv_handle_t *)&o->probe_timer, agent__probe_timer_closed);
+}

@@ -1,0 +1,168 @@
+/*
+ * The /metrics, /healthz and /readyz endpoints (runnel/common/obs.h) on top of the HTTP server,
+ * plus the process-level series every Runnel process exposes (build info, start time, scrapes).
+ */
+#include "runnel/common/obs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runnel/common/http.h"
+#include "runnel/common/log.h"
+#include "runnel/common/metrics.h"
+
+#ifndef RUNNEL_VERSION
+#define RUNNEL_VERSION "0.1.0"
+#endif
+
+struct rn__obs_check {
+    const char *name;   /* static */
+    rn_obs_ready_fn fn; /* the check */
+    void *arg;          /* its argument, also the key for removal */
+};
+
+static struct rn_http_server *rn__obs_srv;
+static struct rn__obs_check rn__obs_checks[RN_OBS_MAX_CHECKS];
+static size_t rn__obs_nchecks;
+static bool rn__obs_metrics_made; /* the process-level series exist */
+static struct rn_metric *rn__obs_scrape_other;
+static struct rn_metric *rn__obs_scrape_metrics;
+static struct rn_metric *rn__obs_scrape_ready;
+static struct rn_metric *rn__obs_scrape_health;
+
+int rn_obs_add_check(const char *name, rn_obs_ready_fn fn, void *arg)
+{
+    if (rn__obs_nchecks == RN_OBS_MAX_CHECKS) {
+        return -ENOSPC;
+    }
+    rn__obs_checks[rn__obs_nchecks++] = (struct rn__obs_check){name, fn, arg};
+    return 0;
+}
+
+void rn_obs_remove_checks(void *arg)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < rn__obs_nchecks; i++) {
+        if (rn__obs_checks[i].arg != arg) {
+            rn__obs_checks[j++] = rn__obs_checks[i];
+        }
+    }
+    rn__obs_nchecks = j;
+}
+
+bool rn_obs_ready(char *out, size_t out_len)
+{
+    bool ready = true;
+    size_t pos = 0;
+    if (out != NULL && out_len > 0) {
+        out[0] = '\0';
+    }
+    for (size_t i = 0; i < rn__obs_nchecks; i++) {
+        char why[200] = "";
+        bool ok = rn__obs_checks[i].fn(rn__obs_checks[i].arg, why, sizeof(why));
+        ready = ready && ok;
+        if (out != NULL && pos < out_len) {
+            int n = snprintf(out + pos, out_len - pos, "%s: %s\n", rn__obs_checks[i].name,
+                             ok ? "ok" : (why[0] ? why : "not ready"));
+            pos += n > 0 ? (size_t)n : 0;
+        }
+    }
+    return ready;
+}
+
+static char *rn__obs_strdup(const char *s, size_t *len)
+{
+    char *p = strdup(s);
+    if (p == NULL) {
+        abort();
+    }
+    *len = strlen(p);
+    return p;
+}
+
+static void rn__obs_handle(void *arg, const struct rn_http_request *req,
+                           struct rn_http_response *resp)
+{
+    (void)arg;
+    if (strcmp(req->path, "/metrics") == 0) {
+        rn_counter_add(rn__obs_scrape_metrics, 1);
+        rn_metrics_render(rn_metrics_global(), &resp->body, &resp->body_len);
+        resp->content_type = RN_METRICS_CONTENT_TYPE;
+    } else if (strcmp(req->path, "/healthz") == 0) {
+        rn_counter_add(rn__obs_scrape_health, 1);
+        resp->body = rn__obs_strdup("ok\n", &resp->body_len);
+    } else if (strcmp(req->path, "/readyz") == 0) {
+        rn_counter_add(rn__obs_scrape_ready, 1);
+        char report[2048];
+        bool ok = rn_obs_ready(report, sizeof(report));
+        char text[2100];
+        snprintf(text, sizeof(text), "%s\n%s", ok ? "ready" : "not ready", report);
+        resp->status = ok ? 200 : 503;
+        resp->body = rn__obs_strdup(text, &resp->body_len);
+    } else {
+        rn_counter_add(rn__obs_scrape_other, 1);
+        resp->status = 404;
+        resp->body =
+            rn__obs_strdup("404 Not Found: try /metrics, /healthz or /readyz\n", &resp->body_len);
+    }
+}
+
+static void rn__obs_process_metrics(void)
+{
+    struct rn_metrics *r = rn_metrics_global();
+    rn_gauge_set(
+        rn_metric_get1(rn_metrics_gauge(r, "runnel_build_info",
+                                        "Always 1; the version label names the build.", "version"),
+                       RUNNEL_VERSION),
+        1);
+    rn_gauge_set(
+        rn_metric_get0(rn_metrics_gauge(r, "runnel_process_start_time_seconds",
+                                        "Start time of the process since the Unix epoch.", NULL)),
+        (int64_t)time(NULL));
+    struct rn_metric_family *f = rn_metrics_counter(
+        r, "runnel_http_requests_total", "Requests to the observability listener by path.", "path");
+    rn__obs_scrape_metrics = rn_metric_get1(f, "/metrics");
+    rn__obs_scrape_health = rn_metric_get1(f, "/healthz");
+    rn__obs_scrape_ready = rn_metric_get1(f, "/readyz");
+    rn__obs_scrape_other = rn_metric_get1(f, "other");
+    rn__obs_metrics_made = true;
+}
+
+int rn_obs_start(uv_loop_t *loop, const char *hostport, char *err, size_t errlen)
+{
+    if (hostport == NULL || hostport[0] == '\0' || strcmp(hostport, "off") == 0) {
+        return 0;
+    }
+    if (rn__obs_srv != NULL) {
+        snprintf(err, errlen, "the observability listener is already running");
+        return -EALREADY;
+    }
+    if (!rn__obs_metrics_made) {
+        rn__obs_process_metrics();
+    }
+    int rc =
+        rn_http_server_start(&rn__obs_srv, loop, hostport, NULL, rn__obs_handle, NULL, err, errlen);
+    if (rc != 0) {
+        rn__obs_srv = NULL;
+        return rc;
+    }
+    rn_log(RN_LOG_INFO, "http_listening", "listen=%s port=%d", hostport,
+           rn_http_server_port(rn__obs_srv));
+    return 0;
+}
+
+int rn_obs_port(void)
+{
+    return rn__obs_srv != NULL ? rn_http_server_port(rn__obs_srv) : 0;
+}
+
+void rn_obs_stop(void)
+{
+    if (rn__obs_srv != NULL) {
+        rn_http_server_close(rn__obs_srv);
+        rn__obs_srv = NULL;
+    }
+}
