@@ -16,10 +16,12 @@
  * by us or anyone, and the entry is dropped), then preadv2(RWF_NOWAIT), which copies from the
  * page cache or fails with EAGAIN instead of starting disk I/O. Whatever is not in the page cache
  * is read by a thread pool worker from a dup() of the same descriptor. Bodies above `inline_max`
- * (default 1 MiB) always go to the pool so that large copies do not hold the loop. Everything
- * else (writes, directory work, opening files, reads of uncached keys, closing descriptors of
- * deleted files, whose last close frees their blocks) runs on the thread pool. Results are
- * delivered by store.c, never from inside the caller's store_xxx() call.
+ * (default 8 MiB, one object; a copy of ~0.5 ms here) always go to the pool so that larger
+ * copies do not hold the loop. A GET of unknown size (whole object, tail) of an uncached key
+ * is opened and stat'ed on the pool and then read like a cached one, so its body, too, comes
+ * from the loop thread's heap. Everything else (writes, directory work, opening files, closing
+ * descriptors of deleted files, whose last close frees their blocks) runs on the thread pool.
+ * Results are delivered by store.c, never from inside the caller's store_xxx() call.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -70,6 +72,8 @@ struct store__fs_work {
     uint64_t len;         /* ... bytes in the range */
     uint64_t done;        /* ... bytes already in res.body */
     int keep_fd;          /* GET/HEAD from the pool: descriptor handed to the cache, or -1 */
+    bool defer_read;      /* GET of unknown size: only open and stat, the loop reads */
+    bool deferred;        /* ... and the worker did so */
     /* The attempt's result, written by the worker and moved into op->res on the loop thread:
      * a request stopped while its work runs is delivered at once, and must not share memory
      * with the worker. */
@@ -371,6 +375,12 @@ static void store__fs_get(struct store__fs_work *w, bool head)
     if (store__fs_range(w->fs, op, &w->res, w->res.size, &off, &len) < 0) {
         goto out_close;
     }
+    if (w->res.body == NULL && w->defer_read) {
+        /* The loop thread allocates the body (a worker's fresh arena pages would fault in on
+         * every first use) and reads it from the cached descriptor. */
+        w->deferred = true;
+        goto out_keep;
+    }
     if (w->res.body == NULL) {
         w->res.body = kp_xmalloc(len == 0 ? 1 : (size_t)len);
     }
@@ -671,6 +681,10 @@ static void store__fs_fd_insert(struct store *s, struct store__fs *fs, const cha
     fs->st.cached++;
 }
 
+static bool store__fs_try_inline(struct store *s, struct store__fs *fs, struct store__op *op);
+static struct store__fs_work *store__fs_work_new(struct store__fs *fs, struct store__op *op);
+static void store__fs_queue(struct store *s, struct store__fs_work *w);
+
 static void store__fs_after_cb(uv_work_t *req, int status)
 {
     struct store__fs_work *w = req->data;
@@ -700,8 +714,16 @@ static void store__fs_after_cb(uv_work_t *req, int status)
             store__fs_fd_forget(s, fs, op->keys[i]);
         }
     }
+    bool deferred = w->deferred && op->res.err == 0 && !op->stopping && !op->finished;
     free(w);
-    store__attempt_done(op);
+    if (deferred && !store__fs_try_inline(s, fs, op)) {
+        /* Deleted or replaced since the worker opened it: read it the ordinary way. */
+        store__fs_queue(s, store__fs_work_new(fs, op));
+        return;
+    }
+    if (!deferred) {
+        store__attempt_done(op);
+    }
 }
 
 static struct store__fs_work *store__fs_work_new(struct store__fs *fs, struct store__op *op)
@@ -870,6 +892,10 @@ static void store__fs_start(struct store *s, struct store__op *op)
         /* Ranged reads know their size: allocate on the loop thread, whose heap keeps its pages,
          * instead of a worker's arena, which hands back fresh (page-faulting) memory. */
         w->res.body = kp_xmalloc((size_t)op->rlen);
+    } else if (op->kind == STORE_GET && fs->nfds > 0) {
+        /* Size unknown: the worker opens and stats, the loop allocates and reads (inline from
+         * the page cache, or by a second trip to the pool for what is not cached). */
+        w->defer_read = true;
     }
     store__fs_queue(s, w);
 }
@@ -926,7 +952,7 @@ int store__fs_open(struct store *s, struct store__url *u, char *err, size_t errl
     }
     struct store__fs *fs = kp_xcalloc(1, sizeof(*fs));
     fs->max_get_bytes = 1ull << 30;
-    fs->inline_max = 1u << 20;
+    fs->inline_max = 8u << 20;
     uint64_t nfds = 64;
     int rc = store__param_u64(u, "max_get_bytes", &fs->max_get_bytes, err, errlen);
     if (rc == 0) {

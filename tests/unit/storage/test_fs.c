@@ -3,7 +3,8 @@
  * loop thread with preadv2(RWF_NOWAIT), the fallback to the thread pool when data is not in the
  * page cache (injected EAGAIN, partial reads, a kernel without RWF_NOWAIT, a real page-cache
  * drop), keys deleted or replaced behind a cached descriptor (by the store and by another
- * process), LRU eviction, cancellation and deadlines on both paths; create-only PUTs through
+ * process), GETs of unknown size (opened on the pool, read on the loop), LRU eviction,
+ * cancellation and deadlines on both paths; create-only PUTs through
  * O_TMPFILE and through a named temporary file. The general store contract on file:// is in
  * test_store.c.
  */
@@ -408,6 +409,68 @@ static void test_deadline(void **state)
     get_check(t, "dl", 0, 65536);
 }
 
+/* A GET of unknown size (whole object, tail) opens on the pool and reads on the loop. */
+static void test_cold_whole_get(void **state)
+{
+    struct fstate *t = *state;
+    struct store_req r;
+    put(t, "w1", t->data, OBJ_LEN);
+    put(t, "w2", t->data, OBJ_LEN);
+    assert_int_equal(tstore_get(&t->loop, t->s, "w1", 0, 0, &r), 0);
+    assert_int_equal(r.body_len, OBJ_LEN);
+    assert_memory_equal(r.body, t->data, OBJ_LEN);
+    store_req_cleanup(&r);
+    struct store__fs_stats st = stats(t);
+    assert_int_equal(st.pool_reads, 1);
+    assert_int_equal(st.inline_reads, 1);
+    assert_int_equal(st.cached, 1);
+    struct tstore_wait w = {0};
+    r.data = &w;
+    assert_int_equal(store_get_tail(t->s, &r, "w2", 1000, tstore_cb), 0);
+    assert_int_equal(tstore_wait(&t->loop, &r), 0);
+    assert_int_equal(r.body_len, 1000);
+    assert_memory_equal(r.body, t->data + OBJ_LEN - 1000, 1000);
+    store_req_cleanup(&r);
+    /* Not in the page cache after the open: the second trip to the pool reads it. */
+    put(t, "w3", t->data, OBJ_LEN);
+    hook_install(0);
+    assert_int_equal(tstore_get(&t->loop, t->s, "w3", 0, 0, &r), 0);
+    assert_int_equal(r.body_len, OBJ_LEN);
+    assert_memory_equal(r.body, t->data, OBJ_LEN);
+    store_req_cleanup(&r);
+    hook_remove();
+    st = stats(t);
+    assert_int_equal(st.pool_reads, 3);
+    assert_int_equal(st.inline_reads, 2);
+    assert_int_equal(st.fallbacks, 1);
+    /* Missing keys and range errors come back from the worker as before. */
+    assert_int_equal(tstore_get(&t->loop, t->s, "nope", 0, 0, &r), -ENOENT);
+    /* Timed out while the open waits behind a busy pool: answered, and the late open is
+     * cached without reading. */
+    put(t, "w4", t->data, OBJ_LEN);
+    enum { BLOCKERS = 64 };
+    uv_sem_init(&blocker_sem, 0);
+    for (int i = 0; i < BLOCKERS; i++) {
+        uv_work_t *b = calloc(1, sizeof(*b));
+        assert_int_equal(uv_queue_work(&t->loop, b, blocker_work, blocker_after), 0);
+    }
+    memset(&r, 0, sizeof(r));
+    memset(&w, 0, sizeof(w));
+    r.data = &w;
+    r.timeout_ms = 30;
+    assert_int_equal(store_get(t->s, &r, "w4", 0, 0, tstore_cb), 0);
+    assert_int_equal(tstore_wait(&t->loop, &r), -ETIMEDOUT);
+    for (int i = 0; i < BLOCKERS; i++) {
+        uv_sem_post(&blocker_sem);
+    }
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    uv_sem_destroy(&blocker_sem);
+    assert_int_equal(w.calls, 1);
+    assert_int_equal(tstore_get(&t->loop, t->s, "w4", 0, 0, &r), 0);
+    assert_int_equal(r.body_len, OBJ_LEN);
+    store_req_cleanup(&r);
+}
+
 static void test_lru_and_inline_max(void **state)
 {
     struct fstate *t = *state; /* fd_cache=2, inline_max=1000 */
@@ -522,6 +585,7 @@ int run_test_fs(void)
         cmocka_unit_test_setup_teardown(test_deleted_and_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inline_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cold_whole_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lru_and_inline_max, setup_small, teardown),
         cmocka_unit_test_setup_teardown(test_no_cache, setup_nocache, teardown),
         cmocka_unit_test_setup_teardown(test_create_only, setup, teardown),
