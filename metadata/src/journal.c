@@ -477,6 +477,9 @@ static void meta__crash_point(const struct meta_journal *j, const char *point)
 {
     if (j->crash_at[0] != '\0' && strcmp(j->crash_at, point) == 0) {
         kill(getpid(), SIGKILL);
+        for (;;) {
+            pause(); /* the signal may be taken by another thread: do nothing more here */
+        }
     }
 }
 
@@ -773,9 +776,10 @@ out:
 
 /*
  * Deletes the snapshots and journal files of generations below `gen` (everything snapshot.<gen>
- * covers). Failures are ignored: start-up deletes what is left.
+ * covers). Failures are ignored: start-up deletes what is left. `hook`: honour the mid-delete
+ * crash point (not during start-up's own clean-up).
  */
-static void meta__remove_older(struct meta_journal *j, uint64_t gen)
+static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook)
 {
     DIR *d = opendir(j->dir);
     if (d == NULL) {
@@ -790,7 +794,7 @@ static void meta__remove_older(struct meta_journal *j, uint64_t gen)
             char *path = meta__path(j->dir, e->d_name);
             unlink(path);
             free(path);
-            if (first) {
+            if (first && hook) {
                 meta__crash_point(j, "mid-delete");
                 first = false;
             }
@@ -847,7 +851,7 @@ static int meta__install(struct meta_journal *j, uint64_t gen)
     }
     if (rc == 0) {
         meta__crash_point(j, "renamed");
-        meta__remove_older(j, gen);
+        meta__remove_older(j, gen, true);
     }
     return rc;
 }
@@ -1088,7 +1092,7 @@ static int meta__recover(struct meta_journal *j, struct meta_state *s, char *err
     j->last_seq = rp.last;
     j->gen = j->wgen > ds.max_gen ? j->wgen : ds.max_gen;
     if (ds.has_snap) {
-        meta__remove_older(j, ds.snap);
+        meta__remove_older(j, ds.snap, false);
     }
     rc = 0;
 out:

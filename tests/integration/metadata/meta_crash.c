@@ -3,7 +3,14 @@
  * commits at it through the client library, SIGKILLs it mid-load, restarts it, and checks that
  * every acknowledged commit is present exactly once at the offsets it was acknowledged with, and
  * that each partition's extents are contiguous with no object appearing twice. The service runs
- * with 256 KiB snapshots, so kills also land during forked snapshots and journal rewrites.
+ * with 256 KiB snapshots, so kills also land during forked snapshots and journal rotations.
+ * After the rounds killed at random moments come rounds killed at each step of a snapshot: the
+ * service is started with RUNNEL_META_CRASH_AT=<point> and SIGKILLs itself there (right after a
+ * journal rotation; with a half-written snapshot temporary; with a complete one not yet renamed;
+ * after the rename, before any delete; after the first delete). Each such round checks that the
+ * process did die there and that the data directory shows that step's files, and every restart
+ * checks that start-up left only the newest snapshot, the journal files from its generation on,
+ * and no temporaries.
  *
  * usage: meta_crash RUNNEL_BINARY [ROUNDS]   (exit 0 on success, 1 with a message on failure)
  *        meta_crash --fsync RUNNEL_BINARY    runs the service under libfiu (fiu-run -x), makes
@@ -11,7 +18,9 @@
  *            KAFKA_STORAGE_ERROR (56) instead of an acknowledgement, and that everything
  *            acknowledged before survives a restart.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -77,6 +86,7 @@ static int free_port(void)
 }
 
 static bool g_under_fiu;
+static const char *g_crash_point; /* RUNNEL_META_CRASH_AT for the next spawn, or NULL */
 
 static void spawn(void)
 {
@@ -85,6 +95,9 @@ static void spawn(void)
     g_pid = fork();
     if (g_pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        if (g_crash_point != NULL) {
+            setenv("RUNNEL_META_CRASH_AT", g_crash_point, 1);
+        }
     }
     if (g_pid == 0 && g_under_fiu) {
         execlp("fiu-run", "fiu-run", "-x", g_bin, "metadata", "--data-dir", g_dir, "--listen",
@@ -162,8 +175,16 @@ static void call_until_answered(int16_t key, const void *req, meta_client_cb cb)
         if (meta_client_call(g_cli, key, req, cb, NULL) != 0) {
             FAIL("call %d refused", key);
         }
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         while (g_done == 0 && meta_client_in_flight(g_cli) > 0) {
-            uv_run(&g_loop, UV_RUN_ONCE);
+            uv_run(&g_loop, UV_RUN_NOWAIT);
+            usleep(200);
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if (t.tv_sec - t0.tv_sec > 20) {
+                FAIL("api %d: no answer within 20 s (round %d; is the service up?)", key, g_round);
+            }
         }
         if (g_done) {
             return;
@@ -383,6 +404,113 @@ static void verify(void)
     }
 }
 
+/* ---- the data directory ---- */
+
+struct dirstate {
+    int journals;         /* journal.<gen> files */
+    int snapshots;        /* snapshot.<gen> files */
+    int temps;            /* *.tmp files */
+    uint64_t max_journal; /* newest journal generation */
+    uint64_t max_snap;    /* newest snapshot generation */
+    uint64_t min_gen;     /* oldest generation of either kind */
+};
+
+static bool parse_gen(const char *name, const char *kind, uint64_t *gen)
+{
+    size_t k = strlen(kind);
+    if (strncmp(name, kind, k) != 0 || name[k] != '.' || strlen(name + k + 1) != 20) {
+        return false;
+    }
+    char *end;
+    *gen = strtoull(name + k + 1, &end, 10);
+    return *end == '\0';
+}
+
+static struct dirstate scan_dir(void)
+{
+    struct dirstate d = {.min_gen = UINT64_MAX};
+    DIR *dir = opendir(g_dir);
+    if (dir == NULL) {
+        FAIL("opendir %s: %s", g_dir, strerror(errno));
+    }
+    for (struct dirent *e = readdir(dir); e != NULL; e = readdir(dir)) {
+        uint64_t g;
+        size_t n = strlen(e->d_name);
+        if (n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0) {
+            d.temps++;
+        } else if (parse_gen(e->d_name, "journal", &g)) {
+            d.journals++;
+            d.max_journal = g > d.max_journal ? g : d.max_journal;
+            d.min_gen = g < d.min_gen ? g : d.min_gen;
+        } else if (parse_gen(e->d_name, "snapshot", &g)) {
+            d.snapshots++;
+            d.max_snap = g > d.max_snap ? g : d.max_snap;
+            d.min_gen = g < d.min_gen ? g : d.min_gen;
+        }
+    }
+    closedir(dir);
+    return d;
+}
+
+/* After a start-up: one snapshot, the journal files from its generation on, no temporaries. */
+static void check_dir_after_start(void)
+{
+    struct dirstate d = scan_dir();
+    if (d.temps != 0 || d.snapshots != 1 || d.min_gen != d.max_snap ||
+        d.journals != (int)(d.max_journal - d.max_snap + 1)) {
+        FAIL("round %d: after start-up: %d snapshots (newest %" PRIu64 "), %d journal files "
+             "(newest %" PRIu64 "), oldest generation %" PRIu64 ", %d temporaries",
+             g_round, d.snapshots, d.max_snap, d.journals, d.max_journal, d.min_gen, d.temps);
+    }
+}
+
+/* What a kill at `point` must have left on disk. */
+static void check_dir_at_crash(const char *point)
+{
+    struct dirstate d = scan_dir();
+    bool ok;
+    /* Journal files from the oldest generation present to the newest, none missing. */
+    bool contiguous = d.journals == (int)(d.max_journal - d.min_gen + 1);
+    if (strcmp(point, "rotated") == 0) {
+        ok = d.snapshots == 1 && d.journals >= 2 && d.max_journal > d.max_snap && contiguous;
+    } else if (strcmp(point, "snapshot-partial") == 0 || strcmp(point, "before-rename") == 0) {
+        ok = d.snapshots == 1 && d.temps >= 1 && d.max_journal > d.max_snap && contiguous;
+    } else if (strcmp(point, "renamed") == 0) {
+        /* Both snapshots and every file the new one covers: nothing deleted yet. */
+        ok = d.snapshots == 2 && d.max_journal == d.max_snap && contiguous;
+    } else { /* mid-delete: the new snapshot is in place, one covered file is gone, not all */
+        ok = d.min_gen < d.max_snap && d.max_journal == d.max_snap &&
+             (d.snapshots == 1 || !contiguous);
+    }
+    if (!ok) {
+        FAIL("killed at %s: unexpected files: %d snapshots (newest %" PRIu64 "), %d journal "
+             "files (newest %" PRIu64 "), oldest generation %" PRIu64 ", %d temporaries",
+             point, d.snapshots, d.max_snap, d.journals, d.max_journal, d.min_gen, d.temps);
+    }
+}
+
+static bool g_died;
+
+/* True once the service died by itself (a crash point) and every call has failed. */
+static bool died_and_drained(void)
+{
+    if (!g_died) {
+        int st;
+        pid_t r = waitpid(g_pid, &st, WNOHANG);
+        if (r == g_pid) {
+            if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL) {
+                FAIL("round %d: the service ended with status 0x%x instead of killing itself at "
+                     "%s",
+                     g_round, st, g_crash_point);
+            }
+            g_died = true;
+            g_killed = true;
+            g_pid = 0;
+        }
+    }
+    return g_died && g_outstanding == 0;
+}
+
 static void on_kill(uv_timer_t *t)
 {
     (void)t;
@@ -501,25 +629,42 @@ int main(int argc, char **argv)
     if (fsync) {
         return fsync_mode();
     }
+    static const char *const points[] = {"rotated", "before-rename", "snapshot-partial", "renamed",
+                                         "mid-delete"};
+    const int n_points = (int)(sizeof(points) / sizeof(points[0]));
+    const int point_rounds = 2 * n_points;
     size_t total_kills = 0;
-    for (g_round = 0; g_round <= rounds; g_round++) {
+    for (g_round = 0; g_round <= rounds + point_rounds; g_round++) {
+        g_crash_point = g_round >= rounds && g_round < rounds + point_rounds
+                            ? points[(g_round - rounds) % n_points]
+                            : NULL;
         open_and_describe(g_round == 0);
         /* Everything acknowledged before the last kill must have survived it. */
         verify();
-        if (g_round == rounds) {
+        if (g_round > 0) {
+            check_dir_after_start();
+        }
+        if (g_round == rounds + point_rounds) {
             break;
         }
-        fprintf(stderr, "meta_crash: round %d: %zu acknowledged so far, all present\n", g_round,
-                g_n_acked);
+        fprintf(stderr, "meta_crash: round %d: %zu acknowledged so far, all present%s%s\n", g_round,
+                g_n_acked, g_crash_point != NULL ? "; crash point " : "",
+                g_crash_point != NULL ? g_crash_point : "");
         g_killed = false;
+        g_died = false;
         for (int i = 0; i < IN_FLIGHT; i++) {
             send_one();
         }
-        uv_timer_t timer;
-        uv_timer_init(&g_loop, &timer);
-        uv_timer_start(&timer, on_kill, 50 + (uint64_t)(rand() % 200), 0);
-        run_until(drained, 20000);
-        uv_close((uv_handle_t *)&timer, NULL);
+        if (g_crash_point != NULL) {
+            run_until(died_and_drained, 30000);
+            check_dir_at_crash(g_crash_point);
+        } else {
+            uv_timer_t timer;
+            uv_timer_init(&g_loop, &timer);
+            uv_timer_start(&timer, on_kill, 50 + (uint64_t)(rand() % 200), 0);
+            run_until(drained, 20000);
+            uv_close((uv_handle_t *)&timer, NULL);
+        }
         reap();
         total_kills++;
         meta_client_close(g_cli);
@@ -529,9 +674,10 @@ int main(int argc, char **argv)
     for (int p = 0; p < PARTITIONS; p++) {
         total_ext += g_n_ext[p];
     }
-    printf("meta_crash: OK: %zu SIGKILLs, %zu acknowledged (object, partition) commits all present "
-           "exactly once; %zu extents; %d requests cut off by kills\n",
-           total_kills, g_n_acked, total_ext, g_failed_calls);
+    printf("meta_crash: OK: %zu SIGKILLs (%d at snapshot steps), %zu acknowledged (object, "
+           "partition) commits all present exactly once; %zu extents; %d requests cut off by "
+           "kills\n",
+           total_kills, point_rounds, g_n_acked, total_ext, g_failed_calls);
     kill(g_pid, SIGTERM);
     reap();
     meta_client_close(g_cli);
