@@ -293,6 +293,9 @@ def scenario_split(runnel, tmp):
         stop(meta)
         mlog.close()
         alog.close()
+    check("meta_exit", meta.returncode == 0, meta.returncode)
+    check("agent_exit", agent is not None and agent.returncode == 0,
+          agent.returncode if agent is not None else None)
 
 
 def main():
