@@ -205,6 +205,34 @@ static const char *agent__api_name(int16_t key)
     return api != NULL ? api->name : "unknown";
 }
 
+/* Copies a client id into out[cap] for a quoted logfmt value: quotes, backslashes and control
+ * characters become '_' so the line stays parseable whatever the client sent. */
+static void agent__log_safe(struct kp_str s, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (int32_t i = 0; i < s.len && n + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)s.ptr[i];
+        out[n++] = ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\' ? '_' : (char)ch;
+    }
+    out[n] = '\0';
+}
+
+/*
+ * The debug-level access log: one line per request, identified like every other per-request
+ * line of the agent by peer and correlation_id (together the request id), with the client id.
+ */
+static void agent__log_request(const struct agent_req *req, uint64_t ns)
+{
+    char cid[80];
+    agent__log_safe(req->hdr.client_id, cid, sizeof(cid));
+    rn_log(RN_LOG_DEBUG, "request",
+           "peer=%s correlation_id=%d client_id=\"%s\" api=%s version=%d duration_us=%llu "
+           "request_bytes=%zu response_bytes=%zu",
+           req->conn != NULL ? req->conn->peer : "(closed)", req->hdr.correlation_id, cid,
+           req->api->name, req->hdr.request_api_version, (unsigned long long)(ns / 1000),
+           req->frame_len + 4, req->silent ? (size_t)0 : req->resp_len);
+}
+
 void agent_obs_request_done(const struct agent_req *req)
 {
     if (req->api == NULL) {
@@ -228,8 +256,12 @@ void agent_obs_request_done(const struct agent_req *req)
         m->req_bytes[key] = rn_metric_get1(m->reqb_f, req->api->name);
         m->resp_bytes[key] = rn_metric_get1(m->respb_f, req->api->name);
     }
+    uint64_t ns = uv_hrtime() - req->started_ns;
     rn_counter_add(s->count, 1);
-    rn_histogram_observe(s->duration, uv_hrtime() - req->started_ns);
+    rn_histogram_observe(s->duration, ns);
+    if (rn_log_enabled(RN_LOG_DEBUG)) {
+        agent__log_request(req, ns);
+    }
     rn_counter_add(m->req_bytes[key], 4 + req->frame_len);
     if (!req->silent) {
         rn_counter_add(m->resp_bytes[key], req->resp_len);

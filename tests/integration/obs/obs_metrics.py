@@ -14,6 +14,7 @@ Usage: obs_metrics.py --runnel PATH [--scenario dev|split|all]
 Prints PASS/FAIL per check; exits 1 when any check failed.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -143,7 +144,8 @@ def scenario_dev(runnel, tmp):
     log = open(os.path.join(tmp, "dev.log"), "w")
     proc = subprocess.Popen([runnel, "dev", "--listen", "127.0.0.1:%d" % kport,
                              "--http.listen", "127.0.0.1:%d" % hport,
-                             "--data.dir", os.path.join(tmp, "dev")],
+                             "--data.dir", os.path.join(tmp, "dev"),
+                             "--log.level", "debug", "--log.format", "json"],
                             stdout=log, stderr=log)
     try:
         wait_port(kport, proc)
@@ -158,7 +160,7 @@ def scenario_dev(runnel, tmp):
         bs = "127.0.0.1:%d" % kport
         n, size = 200, 1000
         p = Producer({"bootstrap.servers": bs, "acks": "all", "linger.ms": 5,
-                      "compression.type": "none"})
+                      "compression.type": "none", "client.id": 'obs "quoted" producer'})
         acked = []
         for i in range(n):
             p.produce("obs-topic", value=b"x" * size, key=b"k%d" % i,
@@ -240,6 +242,24 @@ def scenario_dev(runnel, tmp):
         stop(proc)
         log.close()
     check("dev_exit", proc.returncode == 0, proc.returncode)
+    # The debug access log: JSON lines, one per request, with its id (peer, correlation_id) and
+    # the client id made safe.
+    reqs, bad = [], []
+    for line in open(os.path.join(tmp, "dev.log")):
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            if line.startswith("{"):
+                bad.append(line)
+            continue
+        if ev.get("event") == "request":
+            reqs.append(ev)
+    check("log_json", not bad, bad[:2])
+    produce = [e for e in reqs if e.get("api") == "Produce"]
+    check("log_request_lines", len(produce) >= 1 and all(
+        e.get("peer") and e.get("correlation_id", "").isdigit() and
+        e.get("client_id") == "obs _quoted_ producer" and int(e.get("duration_us", "-1")) >= 0
+        for e in produce), produce[:2])
 
 
 def scenario_split(runnel, tmp):
