@@ -163,6 +163,7 @@ void agent_req_respond_gather(struct agent_req *req, const void *msg, struct kp_
         agent__req_free(req);
         return;
     }
+    agent_obs_response(req, msg);
     int16_t key = req->hdr.request_api_key;
     int16_t version = req->hdr.request_api_version;
     int16_t hv = kp_response_header_version(key, version);

@@ -90,9 +90,8 @@ int main(void)
     c1 = rn_metric_get0(rn_metrics_counter(r, "b_a_total", "a", NULL));
     c2 = rn_metric_get0(rn_metrics_counter(r, "b_b_total", "b", NULL));
     c3 = rn_metric_get0(rn_metrics_counter(r, "b_c_total", "c", NULL));
-    h1 = rn_metric_get0(rn_metrics_histogram(r, "b_seconds", "h", NULL, 1e9,
-                                             rn_metrics_latency_bounds_ns,
-                                             rn_metrics_latency_nbounds));
+    h1 = rn_metric_get0(rn_metrics_histogram(
+        r, "b_seconds", "h", NULL, 1e9, rn_metrics_latency_bounds_ns, rn_metrics_latency_nbounds));
     printf("counter add:             %6.2f ns/op\n", best_ns(op_counter, N));
     printf("histogram observe:       %6.2f ns/op\n", best_ns(op_hist, N));
     printf("per-request hook work:   %6.2f ns/request\n", best_ns(op_request, N / 4));
@@ -116,16 +115,16 @@ int main(void)
      * metadata series. */
     struct rn_metric_family *req =
         rn_metrics_counter(r, "runnel_agent_requests_total", "r", "api,version");
-    struct rn_metric_family *dur = rn_metrics_histogram(
-        r, "runnel_agent_request_duration_seconds", "d", "api,version", 1e9,
-        rn_metrics_latency_bounds_ns, rn_metrics_latency_nbounds);
+    struct rn_metric_family *dur =
+        rn_metrics_histogram(r, "runnel_agent_request_duration_seconds", "d", "api,version", 1e9,
+                             rn_metrics_latency_bounds_ns, rn_metrics_latency_nbounds);
     lookup_f = req;
-    static const char *apis[] = {"Produce", "Fetch", "ListOffsets", "Metadata", "ApiVersions",
-                                 "CreateTopics", "DeleteTopics", "InitProducerId",
-                                 "DescribeConfigs", "AlterConfigs", "CreatePartitions",
-                                 "IncrementalAlterConfigs", "DescribeCluster", "FindCoordinator",
-                                 "OffsetCommit", "OffsetFetch", "JoinGroup", "Heartbeat",
-                                 "SyncGroup", "LeaveGroup"};
+    static const char *apis[] = {
+        "Produce",         "Fetch",           "ListOffsets",      "Metadata",
+        "ApiVersions",     "CreateTopics",    "DeleteTopics",     "InitProducerId",
+        "DescribeConfigs", "AlterConfigs",    "CreatePartitions", "IncrementalAlterConfigs",
+        "DescribeCluster", "FindCoordinator", "OffsetCommit",     "OffsetFetch",
+        "JoinGroup",       "Heartbeat",       "SyncGroup",        "LeaveGroup"};
     int series = 0;
     for (size_t a = 0; a < sizeof(apis) / sizeof(apis[0]); a++) {
         for (int v = 0; v < 3; v++) {

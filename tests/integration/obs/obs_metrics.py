@@ -178,6 +178,14 @@ def scenario_dev(runnel, tmp):
         c.close()
         check("dev_consumed", got == n, got)
 
+        # A fetch beyond the end: the broker answers OFFSET_OUT_OF_RANGE, counted by error name.
+        c = Consumer({"bootstrap.servers": bs, "group.id": "obs2", "enable.auto.commit": False,
+                      "auto.offset.reset": "latest"})
+        c.assign([TopicPartition("obs-topic", 0, 10 ** 9)])
+        for _ in range(3):
+            c.poll(0.5)
+        c.close()
+
         after = scrape(hport, "dev_after")
         d = lambda k: value(after, k) - value(before, k)
         produce_reqs = sum(v for k, v in after.items()
@@ -203,6 +211,10 @@ def scenario_dev(runnel, tmp):
               value(after, "runnel_meta_partitions") >= 1, value(after, "runnel_meta_topics"))
         check("dev_cache", value(after, "runnel_agent_cache_hits_total") +
               value(after, "runnel_agent_cache_misses_total") >= 1)
+        check("dev_fetch_error_code",
+              value(after, 'runnel_agent_response_errors_total{api="Fetch",'
+                           'error="OFFSET_OUT_OF_RANGE"}') >= 1,
+              [k for k in after if "response_errors" in k])
         check("dev_conns_accepted", d("runnel_agent_connections_accepted_total") >= 2)
         check("dev_fetch_latency", any(k.startswith(
             'runnel_agent_request_duration_seconds_count{api="Fetch"') and v > 0
