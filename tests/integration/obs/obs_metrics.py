@@ -6,11 +6,14 @@ consumes with confluent-kafka-python, scrapes /metrics before and after and chec
 agent's, the store's and the metadata service's series moved by what was done; validates every
 scrape with `promtool check metrics`; checks the listener's answers to bad requests.
 
+`fail` scenario: the metadata service's fdatasync fails (its test hook): it turns not ready,
+its failure gauge and fsync error counter say so, and the agent counts the refused produce.
+
 `split` scenario: `runnel metadata` and `runnel agent` as separate processes, each with its own
 listener: both expose their own series, the agent is ready, and becomes not ready (503) once the
 metadata service is gone.
 
-Usage: obs_metrics.py --runnel PATH [--scenario dev|split|all]
+Usage: obs_metrics.py --runnel PATH [--scenario dev|split|fail|all]
 Prints PASS/FAIL per check; exits 1 when any check failed.
 """
 import argparse
@@ -330,10 +333,65 @@ def scenario_split(runnel, tmp):
           agent.returncode if agent is not None else None)
 
 
+def scenario_journal_failure(runnel, tmp):
+    """The metadata service's fdatasync starts failing (the journal's test hook): the service
+    acknowledges nothing, turns not ready and says so in its metrics; the agent's produce errors
+    are counted by Kafka error."""
+    mport, mhttp, kport, ahttp = free_port(), free_port(), free_port(), free_port()
+    fail = os.path.join(tmp, "fail-fsync")
+    env = dict(os.environ, RUNNEL_META_FAIL_FSYNC_FILE=fail)
+    mlog = open(os.path.join(tmp, "meta-fail.log"), "w")
+    alog = open(os.path.join(tmp, "agent-fail.log"), "w")
+    objects = os.path.join(tmp, "objects-fail")
+    os.makedirs(objects)
+    meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-fail"),
+                             "--listen", "127.0.0.1:%d" % mport,
+                             "--http.listen", "127.0.0.1:%d" % mhttp],
+                            stdout=mlog, stderr=mlog, env=env)
+    agent = None
+    try:
+        wait_port(mhttp, meta)
+        agent = subprocess.Popen([runnel, "agent", "--listen", "127.0.0.1:%d" % kport,
+                                  "--metadata", "127.0.0.1:%d" % mport,
+                                  "--bucket", "file://" + objects,
+                                  "--http.listen", "127.0.0.1:%d" % ahttp],
+                                 stdout=alog, stderr=alog)
+        wait_port(ahttp, agent)
+        status, _ = wait_ready(ahttp)
+        check("fail_agent_ready", status == 200, status)
+        kcat = ["kcat", "-b", "127.0.0.1:%d" % kport, "-P", "-t", "jf",
+                "-X", "message.timeout.ms=4000", "-X", "retries=0"]
+        p = subprocess.run(kcat, input=b"before\n", timeout=60)
+        check("fail_produce_before", p.returncode == 0, p.returncode)
+        open(fail, "w").close()
+        p = subprocess.run(kcat, input=b"after\n", timeout=60, stderr=subprocess.PIPE)
+        check("fail_produce_refused", p.returncode != 0, p.returncode)
+        status, body = http_get(mhttp, "/readyz")
+        check("fail_meta_not_ready", status == 503 and "journal failed" in body, (status, body))
+        m = scrape(mhttp, "fail_meta_scrape")
+        check("fail_meta_gauge", value(m, "runnel_meta_journal_failed") == 1,
+              value(m, "runnel_meta_journal_failed"))
+        check("fail_meta_fsync_errors", value(m, "runnel_meta_journal_fsync_errors_total") >= 1,
+              value(m, "runnel_meta_journal_fsync_errors_total"))
+        a = scrape(ahttp, "fail_agent_scrape")
+        failed = sum(v for k, v in a.items()
+                     if k.startswith("runnel_agent_produce_failed_bytes_total"))
+        errs = sum(v for k, v in a.items()
+                   if k.startswith('runnel_agent_response_errors_total{api="Produce"'))
+        check("fail_agent_counts", failed > 0 and errs >= 1,
+              [k for k in a if "failed" in k or "response_errors" in k])
+    finally:
+        if agent is not None:
+            stop(agent)
+        stop(meta)
+        mlog.close()
+        alog.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runnel", required=True)
-    ap.add_argument("--scenario", default="all", choices=["dev", "split", "all"])
+    ap.add_argument("--scenario", default="all", choices=["dev", "split", "fail", "all"])
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="runnel-obs-")
     try:
@@ -341,6 +399,8 @@ def main():
             scenario_dev(args.runnel, tmp)
         if args.scenario in ("split", "all"):
             scenario_split(args.runnel, tmp)
+        if args.scenario in ("fail", "all"):
+            scenario_journal_failure(args.runnel, tmp)
     except Exception as e:  # a crash of the harness is a failure, with its logs
         check("harness", False, repr(e))
     if failures:
