@@ -7,7 +7,9 @@ agent's, the store's and the metadata service's series moved by what was done; v
 scrape with `promtool check metrics`; checks the listener's answers to bad requests.
 
 `fail` scenario: the metadata service's fdatasync fails (its test hook): it turns not ready,
-its failure gauge and fsync error counter say so, and the agent counts the refused produce.
+its failure gauge and fsync error counter say so, and the agent counts the refused produce; and
+an object store that fails everything for its first 3 s keeps a new agent not ready until its
+store probe gets an answer.
 
 `split` scenario: `runnel metadata` and `runnel agent` as separate processes, each with its own
 listener: both expose their own series, the agent is ready, and becomes not ready (503) once the
@@ -388,6 +390,42 @@ def scenario_journal_failure(runnel, tmp):
         alog.close()
 
 
+def scenario_store_outage(runnel, tmp):
+    """The object store fails everything for its first 3 s (faulty+ outage): the agent starts,
+    is not ready while its store probe cannot get an answer, then becomes ready; the retries the
+    probe needed are counted."""
+    mport, kport, ahttp = free_port(), free_port(), free_port()
+    mlog = open(os.path.join(tmp, "meta-outage.log"), "w")
+    alog = open(os.path.join(tmp, "agent-outage.log"), "w")
+    objects = os.path.join(tmp, "objects-outage")
+    os.makedirs(objects)
+    meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-outage"),
+                             "--listen", "127.0.0.1:%d" % mport], stdout=mlog, stderr=mlog)
+    agent = None
+    try:
+        wait_port(mport, meta)
+        agent = subprocess.Popen([runnel, "agent", "--listen", "127.0.0.1:%d" % kport,
+                                  "--metadata", "127.0.0.1:%d" % mport,
+                                  "--bucket", "faulty+file://%s?outage=0-3000" % objects,
+                                  "--http.listen", "127.0.0.1:%d" % ahttp],
+                                 stdout=alog, stderr=alog)
+        wait_port(ahttp, agent)
+        status, body = http_get(ahttp, "/readyz")
+        check("outage_not_ready", status == 503 and "store:" in body and "store: ok" not in body,
+              (status, body))
+        status, body = wait_ready(ahttp, timeout=30)
+        check("outage_ready_after", status == 200 and "store: ok" in body, (status, body))
+        a = scrape(ahttp, "outage_scrape")
+        check("outage_retries", value(a, 'runnel_store_retries_total{op="head"}') >= 1,
+              value(a, 'runnel_store_retries_total{op="head"}'))
+    finally:
+        if agent is not None:
+            stop(agent)
+        stop(meta)
+        mlog.close()
+        alog.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runnel", required=True)
@@ -401,6 +439,7 @@ def main():
             scenario_split(args.runnel, tmp)
         if args.scenario in ("fail", "all"):
             scenario_journal_failure(args.runnel, tmp)
+            scenario_store_outage(args.runnel, tmp)
     except Exception as e:  # a crash of the harness is a failure, with its logs
         check("harness", False, repr(e))
     if failures:
