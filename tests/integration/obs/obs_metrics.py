@@ -13,7 +13,7 @@ store probe gets an answer.
 
 `split` scenario: `runnel metadata` and `runnel agent` as separate processes, each with its own
 listener: both expose their own series, the agent is ready, and becomes not ready (503) once the
-metadata service is gone.
+metadata service is gone; a listener that cannot start is a start-up error, not a hang.
 
 Usage: obs_metrics.py --runnel PATH [--scenario dev|split|fail|all]
 Prints PASS/FAIL per check; exits 1 when any check failed.
@@ -426,6 +426,35 @@ def scenario_store_outage(runnel, tmp):
         alog.close()
 
 
+def scenario_bad_listen(runnel, tmp):
+    """A listener that cannot start is a clear start-up error (exit 1), never a hang."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = subprocess.run([runnel, "dev", "--listen", "127.0.0.1:0",
+                            "--data.dir", os.path.join(tmp, "dev-busy"),
+                            "--http.listen", "127.0.0.1:%d" % port],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check("busy_port_dev", r.returncode == 1 and b"address already in use" in r.stderr,
+              (r.returncode, r.stderr[-300:]))
+        r = subprocess.run([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-busy"),
+                            "--listen", "127.0.0.1:0", "--http.listen", "127.0.0.1:%d" % port],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check("busy_port_meta", r.returncode == 1 and b"address already in use" in r.stderr,
+              (r.returncode, r.stderr[-300:]))
+        r = subprocess.run([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-bad"),
+                            "--listen", "127.0.0.1:0", "--http.listen", "nonsense"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check("bad_address_meta", r.returncode == 1 and b"bad listen address" in r.stderr,
+              (r.returncode, r.stderr[-300:]))
+    except subprocess.TimeoutExpired as e:
+        check("bad_listen_no_hang", False, repr(e))
+    finally:
+        busy.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runnel", required=True)
@@ -437,6 +466,7 @@ def main():
             scenario_dev(args.runnel, tmp)
         if args.scenario in ("split", "all"):
             scenario_split(args.runnel, tmp)
+            scenario_bad_listen(args.runnel, tmp)
         if args.scenario in ("fail", "all"):
             scenario_journal_failure(args.runnel, tmp)
             scenario_store_outage(args.runnel, tmp)
