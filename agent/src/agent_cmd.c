@@ -362,7 +362,7 @@ int agent_run(struct agent *a)
         (rc = agent_cluster_init(a)) != 0) {
         goto out_fail;
     }
-    if ((rc = agent_server_start(a)) != 0 || (rc = agent_obs_start(a)) != 0) {
+    if ((rc = agent_obs_start(a)) != 0 || (rc = agent_server_start(a)) != 0) {
         goto out_fail;
     }
     uv_signal_start(&a->sigterm, agent__signal_cb, SIGTERM);

@@ -56,6 +56,7 @@ struct agent__obs_metrics {
     struct rn_metric_family *reqb_f;
     struct rn_metric_family *respb_f;
     struct rn_metric_family *pfail_f;
+    struct rn_metric_family *kerr_f;
     struct agent__req_series req[AGENT__OBS_KEYS][AGENT__OBS_VERSIONS];
     struct rn_metric *req_bytes[AGENT__OBS_KEYS];
     struct rn_metric *resp_bytes[AGENT__OBS_KEYS];
@@ -138,6 +139,10 @@ static void agent__obs_init(void)
                                     "Produced batch bytes answered with an error (nothing "
                                     "acknowledged), by Kafka error.",
                                     "error");
+    m->kerr_f = rn_metrics_counter(r, "runnel_agent_response_errors_total",
+                                   "Kafka error codes in Produce and Fetch responses (one per "
+                                   "partition, plus Fetch's top-level code), by api and error.",
+                                   "api,error");
     m->accepted =
         agent__c(r, "runnel_agent_connections_accepted_total", "Kafka connections accepted.");
     m->conns = agent__g(r, "runnel_agent_connections", "Open Kafka connections.");
@@ -205,6 +210,34 @@ static const char *agent__api_name(int16_t key)
     return api != NULL ? api->name : "unknown";
 }
 
+/* Copies a client id into out[cap] for a quoted logfmt value: quotes, backslashes and control
+ * characters become '_' so the line stays parseable whatever the client sent. */
+static void agent__log_safe(struct kp_str s, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (int32_t i = 0; i < s.len && n + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)s.ptr[i];
+        out[n++] = ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\' ? '_' : (char)ch;
+    }
+    out[n] = '\0';
+}
+
+/*
+ * The debug-level access log: one line per request, identified like every other per-request
+ * line of the agent by peer and correlation_id (together the request id), with the client id.
+ */
+static void agent__log_request(const struct agent_req *req, uint64_t ns)
+{
+    char cid[80];
+    agent__log_safe(req->hdr.client_id, cid, sizeof(cid));
+    rn_log(RN_LOG_DEBUG, "request",
+           "peer=%s correlation_id=%d client_id=\"%s\" api=%s version=%d duration_us=%llu "
+           "request_bytes=%zu response_bytes=%zu",
+           req->conn != NULL ? req->conn->peer : "(closed)", req->hdr.correlation_id, cid,
+           req->api->name, req->hdr.request_api_version, (unsigned long long)(ns / 1000),
+           req->frame_len + 4, req->silent ? (size_t)0 : req->resp_len);
+}
+
 void agent_obs_request_done(const struct agent_req *req)
 {
     if (req->api == NULL) {
@@ -228,11 +261,49 @@ void agent_obs_request_done(const struct agent_req *req)
         m->req_bytes[key] = rn_metric_get1(m->reqb_f, req->api->name);
         m->resp_bytes[key] = rn_metric_get1(m->respb_f, req->api->name);
     }
+    uint64_t ns = uv_hrtime() - req->started_ns;
     rn_counter_add(s->count, 1);
-    rn_histogram_observe(s->duration, uv_hrtime() - req->started_ns);
+    rn_histogram_observe(s->duration, ns);
+    if (rn_log_enabled(RN_LOG_DEBUG)) {
+        agent__log_request(req, ns);
+    }
     rn_counter_add(m->req_bytes[key], 4 + req->frame_len);
     if (!req->silent) {
         rn_counter_add(m->resp_bytes[key], req->resp_len);
+    }
+}
+
+static void agent__count_kafka_error(const char *api, int16_t code)
+{
+    if (code != 0) {
+        rn_counter_add(rn_metric_get2(agent__om.kerr_f, api, kp_error_name(code)), 1);
+    }
+}
+
+void agent_obs_response(const struct agent_req *req, const void *msg)
+{
+    int16_t key = req->hdr.request_api_key;
+    if (msg == NULL || (key != 0 && key != 1)) {
+        return;
+    }
+    agent__obs_once();
+    if (key == 0) {
+        const struct kp_produce_response *r = msg;
+        for (int32_t t = 0; t < r->responses_count; t++) {
+            const struct kp_produce_response_topic_produce_response *tr = &r->responses[t];
+            for (int32_t p = 0; p < tr->partition_responses_count; p++) {
+                agent__count_kafka_error("Produce", tr->partition_responses[p].error_code);
+            }
+        }
+        return;
+    }
+    const struct kp_fetch_response *r = msg;
+    agent__count_kafka_error("Fetch", r->error_code);
+    for (int32_t t = 0; t < r->responses_count; t++) {
+        const struct kp_fetch_response_fetchable_topic_response *tr = &r->responses[t];
+        for (int32_t p = 0; p < tr->partitions_count; p++) {
+            agent__count_kafka_error("Fetch", tr->partitions[p].error_code);
+        }
     }
 }
 

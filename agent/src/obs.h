@@ -32,6 +32,10 @@ void agent_obs_request_done(const struct agent_req *req);
  * value such as "closed", "bad_header", "unsupported_api". */
 void agent_obs_request_error(int16_t api_key, const char *reason);
 
+/* A response struct `msg` of req's api is about to be encoded: counts the Kafka error codes of
+ * Produce and Fetch responses (per partition, and Fetch's top-level code). */
+void agent_obs_response(const struct agent_req *req, const void *msg);
+
 /* A connection was accepted. */
 void agent_obs_conn_accepted(void);
 

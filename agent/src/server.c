@@ -163,6 +163,7 @@ void agent_req_respond_gather(struct agent_req *req, const void *msg, struct kp_
         agent__req_free(req);
         return;
     }
+    agent_obs_response(req, msg);
     int16_t key = req->hdr.request_api_key;
     int16_t version = req->hdr.request_api_version;
     int16_t hv = kp_response_header_version(key, version);
@@ -311,8 +312,8 @@ static void agent__dispatch(struct agent_conn *c, uint8_t *frame, size_t len)
             agent_handle_api_versions(req);
             return;
         }
-        rn_log(RN_LOG_WARN, "unsupported_version", "peer=%s api=%s version=%d", c->peer,
-               req->api->name, version);
+        rn_log(RN_LOG_WARN, "unsupported_version", "peer=%s correlation_id=%d api=%s version=%d",
+               c->peer, req->hdr.correlation_id, req->api->name, version);
         agent_req_close_conn(req, "unsupported version");
         return;
     }
@@ -323,8 +324,9 @@ static void agent__dispatch(struct agent_conn *c, uint8_t *frame, size_t len)
     }
     req->api->request->init(req->body);
     if (req->api->request->decode(&r, version, &req->arena, req->body) != 0 || r.err != 0) {
-        rn_log(RN_LOG_WARN, "bad_request_body", "peer=%s api=%s version=%d why=\"%s\"", c->peer,
-               req->api->name, version, r.why ? r.why : "invalid");
+        rn_log(RN_LOG_WARN, "bad_request_body",
+               "peer=%s correlation_id=%d api=%s version=%d why=\"%s\"", c->peer,
+               req->hdr.correlation_id, req->api->name, version, r.why ? r.why : "invalid");
         agent_req_close_conn(req, "malformed request");
         return;
     }

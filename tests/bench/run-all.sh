@@ -12,7 +12,7 @@ run() {
     echo "######## $*"
     "$@" || status=1
 }
-for b in "$build"/tests/bench_protocol_* "$build"/tests/bench_metadata_*; do
+for b in "$build"/tests/bench_protocol_* "$build"/tests/bench_common_* "$build"/tests/bench_metadata_*; do
     [ -x "$b" ] && run "$b"
 done
 run env BUILD_DIR="$build" tests/bench/storage.sh 30

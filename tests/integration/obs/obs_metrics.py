@@ -6,14 +6,20 @@ consumes with confluent-kafka-python, scrapes /metrics before and after and chec
 agent's, the store's and the metadata service's series moved by what was done; validates every
 scrape with `promtool check metrics`; checks the listener's answers to bad requests.
 
+`fail` scenario: the metadata service's fdatasync fails (its test hook): it turns not ready,
+its failure gauge and fsync error counter say so, and the agent counts the refused produce; and
+an object store that fails everything for its first 3 s keeps a new agent not ready until its
+store probe gets an answer.
+
 `split` scenario: `runnel metadata` and `runnel agent` as separate processes, each with its own
 listener: both expose their own series, the agent is ready, and becomes not ready (503) once the
-metadata service is gone.
+metadata service is gone; a listener that cannot start is a start-up error, not a hang.
 
-Usage: obs_metrics.py --runnel PATH [--scenario dev|split|all]
+Usage: obs_metrics.py --runnel PATH [--scenario dev|split|fail|all]
 Prints PASS/FAIL per check; exits 1 when any check failed.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -143,7 +149,8 @@ def scenario_dev(runnel, tmp):
     log = open(os.path.join(tmp, "dev.log"), "w")
     proc = subprocess.Popen([runnel, "dev", "--listen", "127.0.0.1:%d" % kport,
                              "--http.listen", "127.0.0.1:%d" % hport,
-                             "--data.dir", os.path.join(tmp, "dev")],
+                             "--data.dir", os.path.join(tmp, "dev"),
+                             "--log.level", "debug", "--log.format", "json"],
                             stdout=log, stderr=log)
     try:
         wait_port(kport, proc)
@@ -158,7 +165,7 @@ def scenario_dev(runnel, tmp):
         bs = "127.0.0.1:%d" % kport
         n, size = 200, 1000
         p = Producer({"bootstrap.servers": bs, "acks": "all", "linger.ms": 5,
-                      "compression.type": "none"})
+                      "compression.type": "none", "client.id": 'obs "quoted" producer'})
         acked = []
         for i in range(n):
             p.produce("obs-topic", value=b"x" * size, key=b"k%d" % i,
@@ -175,6 +182,14 @@ def scenario_dev(runnel, tmp):
                 got += 1
         c.close()
         check("dev_consumed", got == n, got)
+
+        # A fetch beyond the end: the broker answers OFFSET_OUT_OF_RANGE, counted by error name.
+        c = Consumer({"bootstrap.servers": bs, "group.id": "obs2", "enable.auto.commit": False,
+                      "auto.offset.reset": "latest"})
+        c.assign([TopicPartition("obs-topic", 0, 10 ** 9)])
+        for _ in range(3):
+            c.poll(0.5)
+        c.close()
 
         after = scrape(hport, "dev_after")
         d = lambda k: value(after, k) - value(before, k)
@@ -201,6 +216,10 @@ def scenario_dev(runnel, tmp):
               value(after, "runnel_meta_partitions") >= 1, value(after, "runnel_meta_topics"))
         check("dev_cache", value(after, "runnel_agent_cache_hits_total") +
               value(after, "runnel_agent_cache_misses_total") >= 1)
+        check("dev_fetch_error_code",
+              value(after, 'runnel_agent_response_errors_total{api="Fetch",'
+                           'error="OFFSET_OUT_OF_RANGE"}') >= 1,
+              [k for k in after if "response_errors" in k])
         check("dev_conns_accepted", d("runnel_agent_connections_accepted_total") >= 2)
         check("dev_fetch_latency", any(k.startswith(
             'runnel_agent_request_duration_seconds_count{api="Fetch"') and v > 0
@@ -240,6 +259,24 @@ def scenario_dev(runnel, tmp):
         stop(proc)
         log.close()
     check("dev_exit", proc.returncode == 0, proc.returncode)
+    # The debug access log: JSON lines, one per request, with its id (peer, correlation_id) and
+    # the client id made safe.
+    reqs, bad = [], []
+    for line in open(os.path.join(tmp, "dev.log")):
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            if line.startswith("{"):
+                bad.append(line)
+            continue
+        if ev.get("event") == "request":
+            reqs.append(ev)
+    check("log_json", not bad, bad[:2])
+    produce = [e for e in reqs if e.get("api") == "Produce"]
+    check("log_request_lines", len(produce) >= 1 and all(
+        e.get("peer") and e.get("correlation_id", "").isdigit() and
+        e.get("client_id") == "obs _quoted_ producer" and int(e.get("duration_us", "-1")) >= 0
+        for e in produce), produce[:2])
 
 
 def scenario_split(runnel, tmp):
@@ -293,12 +330,135 @@ def scenario_split(runnel, tmp):
         stop(meta)
         mlog.close()
         alog.close()
+    check("meta_exit", meta.returncode == 0, meta.returncode)
+    check("agent_exit", agent is not None and agent.returncode == 0,
+          agent.returncode if agent is not None else None)
+
+
+def scenario_journal_failure(runnel, tmp):
+    """The metadata service's fdatasync starts failing (the journal's test hook): the service
+    acknowledges nothing, turns not ready and says so in its metrics; the agent's produce errors
+    are counted by Kafka error."""
+    mport, mhttp, kport, ahttp = free_port(), free_port(), free_port(), free_port()
+    fail = os.path.join(tmp, "fail-fsync")
+    env = dict(os.environ, RUNNEL_META_FAIL_FSYNC_FILE=fail)
+    mlog = open(os.path.join(tmp, "meta-fail.log"), "w")
+    alog = open(os.path.join(tmp, "agent-fail.log"), "w")
+    objects = os.path.join(tmp, "objects-fail")
+    os.makedirs(objects)
+    meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-fail"),
+                             "--listen", "127.0.0.1:%d" % mport,
+                             "--http.listen", "127.0.0.1:%d" % mhttp],
+                            stdout=mlog, stderr=mlog, env=env)
+    agent = None
+    try:
+        wait_port(mhttp, meta)
+        agent = subprocess.Popen([runnel, "agent", "--listen", "127.0.0.1:%d" % kport,
+                                  "--metadata", "127.0.0.1:%d" % mport,
+                                  "--bucket", "file://" + objects,
+                                  "--http.listen", "127.0.0.1:%d" % ahttp],
+                                 stdout=alog, stderr=alog)
+        wait_port(ahttp, agent)
+        status, _ = wait_ready(ahttp)
+        check("fail_agent_ready", status == 200, status)
+        kcat = ["kcat", "-b", "127.0.0.1:%d" % kport, "-P", "-t", "jf",
+                "-X", "message.timeout.ms=4000", "-X", "retries=0"]
+        p = subprocess.run(kcat, input=b"before\n", timeout=60)
+        check("fail_produce_before", p.returncode == 0, p.returncode)
+        open(fail, "w").close()
+        p = subprocess.run(kcat, input=b"after\n", timeout=60, stderr=subprocess.PIPE)
+        check("fail_produce_refused", p.returncode != 0, p.returncode)
+        status, body = http_get(mhttp, "/readyz")
+        check("fail_meta_not_ready", status == 503 and "journal failed" in body, (status, body))
+        m = scrape(mhttp, "fail_meta_scrape")
+        check("fail_meta_gauge", value(m, "runnel_meta_journal_failed") == 1,
+              value(m, "runnel_meta_journal_failed"))
+        check("fail_meta_fsync_errors", value(m, "runnel_meta_journal_fsync_errors_total") >= 1,
+              value(m, "runnel_meta_journal_fsync_errors_total"))
+        a = scrape(ahttp, "fail_agent_scrape")
+        failed = sum(v for k, v in a.items()
+                     if k.startswith("runnel_agent_produce_failed_bytes_total"))
+        errs = sum(v for k, v in a.items()
+                   if k.startswith('runnel_agent_response_errors_total{api="Produce"'))
+        check("fail_agent_counts", failed > 0 and errs >= 1,
+              [k for k in a if "failed" in k or "response_errors" in k])
+    finally:
+        if agent is not None:
+            stop(agent)
+        stop(meta)
+        mlog.close()
+        alog.close()
+
+
+def scenario_store_outage(runnel, tmp):
+    """The object store fails everything for its first 3 s (faulty+ outage): the agent starts,
+    is not ready while its store probe cannot get an answer, then becomes ready; the retries the
+    probe needed are counted."""
+    mport, kport, ahttp = free_port(), free_port(), free_port()
+    mlog = open(os.path.join(tmp, "meta-outage.log"), "w")
+    alog = open(os.path.join(tmp, "agent-outage.log"), "w")
+    objects = os.path.join(tmp, "objects-outage")
+    os.makedirs(objects)
+    meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-outage"),
+                             "--listen", "127.0.0.1:%d" % mport], stdout=mlog, stderr=mlog)
+    agent = None
+    try:
+        wait_port(mport, meta)
+        agent = subprocess.Popen([runnel, "agent", "--listen", "127.0.0.1:%d" % kport,
+                                  "--metadata", "127.0.0.1:%d" % mport,
+                                  "--bucket", "faulty+file://%s?outage=0-3000" % objects,
+                                  "--http.listen", "127.0.0.1:%d" % ahttp],
+                                 stdout=alog, stderr=alog)
+        wait_port(ahttp, agent)
+        status, body = http_get(ahttp, "/readyz")
+        check("outage_not_ready", status == 503 and "store:" in body and "store: ok" not in body,
+              (status, body))
+        status, body = wait_ready(ahttp, timeout=30)
+        check("outage_ready_after", status == 200 and "store: ok" in body, (status, body))
+        a = scrape(ahttp, "outage_scrape")
+        check("outage_retries", value(a, 'runnel_store_retries_total{op="head"}') >= 1,
+              value(a, 'runnel_store_retries_total{op="head"}'))
+    finally:
+        if agent is not None:
+            stop(agent)
+        stop(meta)
+        mlog.close()
+        alog.close()
+
+
+def scenario_bad_listen(runnel, tmp):
+    """A listener that cannot start is a clear start-up error (exit 1), never a hang."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = subprocess.run([runnel, "dev", "--listen", "127.0.0.1:0",
+                            "--data.dir", os.path.join(tmp, "dev-busy"),
+                            "--http.listen", "127.0.0.1:%d" % port],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check("busy_port_dev", r.returncode == 1 and b"address already in use" in r.stderr,
+              (r.returncode, r.stderr[-300:]))
+        r = subprocess.run([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-busy"),
+                            "--listen", "127.0.0.1:0", "--http.listen", "127.0.0.1:%d" % port],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check("busy_port_meta", r.returncode == 1 and b"address already in use" in r.stderr,
+              (r.returncode, r.stderr[-300:]))
+        r = subprocess.run([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-bad"),
+                            "--listen", "127.0.0.1:0", "--http.listen", "nonsense"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check("bad_address_meta", r.returncode == 1 and b"bad listen address" in r.stderr,
+              (r.returncode, r.stderr[-300:]))
+    except subprocess.TimeoutExpired as e:
+        check("bad_listen_no_hang", False, repr(e))
+    finally:
+        busy.close()
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runnel", required=True)
-    ap.add_argument("--scenario", default="all", choices=["dev", "split", "all"])
+    ap.add_argument("--scenario", default="all", choices=["dev", "split", "fail", "all"])
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="runnel-obs-")
     try:
@@ -306,6 +466,10 @@ def main():
             scenario_dev(args.runnel, tmp)
         if args.scenario in ("split", "all"):
             scenario_split(args.runnel, tmp)
+            scenario_bad_listen(args.runnel, tmp)
+        if args.scenario in ("fail", "all"):
+            scenario_journal_failure(args.runnel, tmp)
+            scenario_store_outage(args.runnel, tmp)
     except Exception as e:  # a crash of the harness is a failure, with its logs
         check("harness", False, repr(e))
     if failures:
