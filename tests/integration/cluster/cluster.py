@@ -7,6 +7,8 @@ in TCP mode in front of them.
                                      join under load (add_agent())
   ManyAgents(runnel, mode="direct")  every agent advertises its own address and registers with
                                      the metadata service (short heartbeat and expiry)
+  ManyAgents(runnel, mode="solo")    load-balancer mode without a balancer: each agent is a
+                                     one-broker cluster at its own address (benchmarks)
 
 HAProxy is driven through its runtime API (a unix socket): `only(i)` puts every other server in
 maintenance so new connections go to agent i while established ones carry on, `sessions()`
@@ -68,6 +70,8 @@ class ManyAgents(SplitCluster):
                 "--flush-interval-ms", "100"]
         if self.mode == "lb":
             args += ["--advertise", self.bootstrap, "--cluster-mode", "lb"]
+        elif self.mode == "solo":
+            args += ["--advertise", ag.addr, "--cluster-mode", "lb"]
         else:
             args += ["--advertise", ag.addr, "--cluster-mode", "direct",
                      "--heartbeat-interval-ms", str(HEARTBEAT_MS),
@@ -144,6 +148,16 @@ class ManyAgents(SplitCluster):
                 ag.proc = None
         self.agent = None
         return super().__exit__(*exc)
+
+    def stop_agents(self):
+        """SIGTERM to every running agent; {slot (1-based): exit status}. A clean stop is 0
+        (under ASan a leak or an error at exit makes it non-zero)."""
+        out = {}
+        for ag in self.agents:
+            if ag.proc is not None:
+                out[ag.idx] = stop_process(ag.proc)
+                ag.proc = None
+        return out
 
     # ---- HAProxy runtime API ----
 

@@ -22,6 +22,8 @@ Checks:
                            every acknowledged record once at its acknowledged offset, order kept,
                            bytes exact, and the concurrent consumer read exactly the same log
 
+  clean-exit                 every agent still running exits 0 on SIGTERM
+
   scenario_direct.py --runnel build/x/agent/runnel [--seconds 12]
 """
 
@@ -238,6 +240,12 @@ def nothing_lost(cl, state):
     print("verified %d records, %d acknowledged" % (n, len(st.acked)), flush=True)
 
 
+def clean_exit(cl):
+    codes = cl.stop_agents()
+    expect(codes and all(c == 0 for c in codes.values()),
+           "agents' exit statuses on SIGTERM (want 0): %s" % codes)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runnel", required=True)
@@ -258,6 +266,7 @@ def main():
                 rep.run("via-one-via-another/%s" % c, via_one_via_another, cl, c)
             if rep.run("kill-and-join", kill_and_join, cl, args, state):
                 rep.run("nothing-lost-nothing-duplicated", nothing_lost, cl, state)
+        rep.run("clean-exit", clean_exit, cl)
         rep.keep_on_failure(cl)
     return rep.summary()
 
