@@ -17,4 +17,5 @@ for b in "$build"/tests/bench_protocol_* "$build"/tests/bench_common_* "$build"/
 done
 run env BUILD_DIR="$build" tests/bench/storage.sh 30
 run tests/bench/agent.sh "$build"
+[ -x "$build/agent/runnel" ] && run /usr/bin/python3 -B tests/bench/cluster_bench.py --runnel "$build/agent/runnel"
 exit $status

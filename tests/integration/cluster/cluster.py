@@ -7,6 +7,8 @@ in TCP mode in front of them.
                                      join under load (add_agent())
   ManyAgents(runnel, mode="direct")  every agent advertises its own address and registers with
                                      the metadata service (short heartbeat and expiry)
+  ManyAgents(runnel, mode="solo")    load-balancer mode without a balancer: each agent is a
+                                     one-broker cluster at its own address (benchmarks)
 
 HAProxy is driven through its runtime API (a unix socket): `only(i)` puts every other server in
 maintenance so new connections go to agent i while established ones carry on, `sessions()`
@@ -16,6 +18,7 @@ reads each server's current and total session counts. Every wait is bounded.
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -68,6 +71,8 @@ class ManyAgents(SplitCluster):
                 "--flush-interval-ms", "100"]
         if self.mode == "lb":
             args += ["--advertise", self.bootstrap, "--cluster-mode", "lb"]
+        elif self.mode == "solo":
+            args += ["--advertise", ag.addr, "--cluster-mode", "lb"]
         else:
             args += ["--advertise", ag.addr, "--cluster-mode", "direct",
                      "--heartbeat-interval-ms", str(HEARTBEAT_MS),
@@ -145,6 +150,16 @@ class ManyAgents(SplitCluster):
         self.agent = None
         return super().__exit__(*exc)
 
+    def stop_agents(self):
+        """SIGTERM to every running agent; {slot (1-based): exit status}. A clean stop is 0
+        (under ASan a leak or an error at exit makes it non-zero)."""
+        out = {}
+        for ag in self.agents:
+            if ag.proc is not None:
+                out[ag.idx] = stop_process(ag.proc)
+                ag.proc = None
+        return out
+
     # ---- HAProxy runtime API ----
 
     def hap(self, cmd):
@@ -199,3 +214,72 @@ class ManyAgents(SplitCluster):
                 return
             time.sleep(0.1)
         raise RuntimeError("HAProxy does not see agents %s up: %s" % (idx, self.stats()))
+
+
+def describe_cluster(addr, client_id="runnel-tests", timeout=10):
+    """A raw DescribeCluster v0 (no Metadata round first, unlike every client library): returns
+    sorted [(broker id, 'host:port')]."""
+    cid = client_id.encode()
+    body = struct.pack(">hhih", 60, 0, 7, len(cid)) + cid + b"\x00"  # header v2, no tags
+    body += b"\x00\x00"  # include_cluster_authorized_operations=false, no tags
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("DescribeCluster: connection closed")
+            buf += chunk
+    r = Reader(buf[4:])
+    if r.i32() != 7:
+        raise RuntimeError("DescribeCluster: wrong correlation id")
+    r.uvarint()  # header tags (none)
+    r.i32()  # throttle
+    err = r.i16()
+    r.cstr()  # error message
+    if err:
+        raise RuntimeError("DescribeCluster: error %d" % err)
+    r.cstr()  # cluster id
+    r.i32()  # controller
+    out = []
+    for _ in range(r.uvarint() - 1):
+        bid = r.i32()
+        h = r.cstr()
+        p = r.i32()
+        r.cstr()  # rack
+        r.uvarint()  # tags
+        out.append((bid, "%s:%d" % (h, p)))
+    return sorted(out)
+
+
+class Reader:
+    def __init__(self, b):
+        self.b = b
+        self.o = 0
+
+    def take(self, n):
+        v = self.b[self.o:self.o + n]
+        if len(v) != n:
+            raise RuntimeError("DescribeCluster: short response")
+        self.o += n
+        return v
+
+    def i16(self):
+        return struct.unpack(">h", self.take(2))[0]
+
+    def i32(self):
+        return struct.unpack(">i", self.take(4))[0]
+
+    def uvarint(self):
+        v, shift = 0, 0
+        while True:
+            c = self.take(1)[0]
+            v |= (c & 0x7F) << shift
+            if c < 0x80:
+                return v
+            shift += 7
+
+    def cstr(self):
+        n = self.uvarint()
+        return None if n == 0 else self.take(n - 1).decode()

@@ -22,6 +22,11 @@ Checks:
                            every acknowledged record once at its acknowledged offset, order kept,
                            bytes exact, and the concurrent consumer read exactly the same log
 
+  metadata-restart           SIGKILL the metadata service past the agents' expiry: DescribeCluster
+                             (raw request) keeps the last list meanwhile; after the restart every agent registers
+                             again under its id and the list is the same
+  clean-exit                 every agent still running exits 0 on SIGTERM
+
   scenario_direct.py --runnel build/x/agent/runnel [--seconds 12]
 """
 
@@ -38,7 +43,7 @@ sys.path.insert(0, HERE)
 
 import checks  # noqa: E402
 from adapters import ConfluentAdapter, KafkaPythonAdapter, NodeAdapter  # noqa: E402
-from cluster import SESSION_MS, ManyAgents  # noqa: E402
+from cluster import SESSION_MS, ManyAgents, describe_cluster  # noqa: E402
 from common import (NODE_DIR, CheckFailed, Reporter, expect, expect_eq, unique,  # noqa: E402
                     value)
 from scenario_lb import Stream, read_along, verify_log  # noqa: E402
@@ -238,6 +243,41 @@ def nothing_lost(cl, state):
     print("verified %d records, %d acknowledged" % (n, len(st.acked)), flush=True)
 
 
+def metadata_restart(cl):
+    """SIGKILL the metadata service for longer than the agents' expiry: agents keep answering
+    with their last list meanwhile; after the restart they register again under the same ids."""
+    want = [a.addr for a in cl.agents if a.proc is not None]
+    before = wait_brokers(cl, want)
+    cl.meta.kill()
+    cl.meta.wait(timeout=10)
+    time.sleep(SESSION_MS / 1000.0 + 1)
+    # DescribeCluster needs no topic lookup, so it is answered during the outage (a raw request:
+    # client libraries first send Metadata for every topic, which waits for the service, see
+    # agent-read-path.md).
+    for a in want:
+        expect_eq(describe_cluster(a), before, "DescribeCluster from %s while the metadata "
+                  "service is down (the last list)" % a)
+    cl.start_metadata()
+    deadline = time.monotonic() + SESSION_MS / 1000.0 + 15
+    while True:  # the replayed registrations expire, then the agents register again
+        time.sleep(0.3)
+        got = md(want[-1])[0]
+        if got == before and all(md(a)[0] == before for a in want):
+            break
+        expect(time.monotonic() < deadline, "after the restart Metadata lists %s, want %s"
+               % (got, before))
+    logs = " ".join(open(os.path.join(cl.tmp, f)).read() for f in os.listdir(cl.tmp)
+                    if f.startswith("agent") and f.endswith(".log"))
+    expect("agent_registration_lost" in logs, "no agent re-registered: the expiry path was not "
+           "exercised")
+
+
+def clean_exit(cl):
+    codes = cl.stop_agents()
+    expect(codes and all(c == 0 for c in codes.values()),
+           "agents' exit statuses on SIGTERM (want 0): %s" % codes)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runnel", required=True)
@@ -258,6 +298,8 @@ def main():
                 rep.run("via-one-via-another/%s" % c, via_one_via_another, cl, c)
             if rep.run("kill-and-join", kill_and_join, cl, args, state):
                 rep.run("nothing-lost-nothing-duplicated", nothing_lost, cl, state)
+            rep.run("metadata-restart", metadata_restart, cl)
+        rep.run("clean-exit", clean_exit, cl)
         rep.keep_on_failure(cl)
     return rep.summary()
 

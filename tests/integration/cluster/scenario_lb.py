@@ -21,6 +21,8 @@ Checks:
                              the same log
   kafkajs-through-kill       kafkajs produces through HAProxy after the kills (on the agents left)
 
+  clean-exit                 every agent still running exits 0 on SIGTERM
+
   scenario_lb.py --runnel build/x/agent/runnel [--seconds 12]
 """
 
@@ -310,6 +312,12 @@ def kafkajs_after(cl):
                        "partition %d" % p, first_offset=0)
 
 
+def clean_exit(cl):
+    codes = cl.stop_agents()
+    expect(codes and all(c == 0 for c in codes.values()),
+           "agents' exit statuses on SIGTERM (want 0): %s" % codes)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runnel", required=True)
@@ -336,6 +344,7 @@ def main():
         if "kafkajs" in clients:
             cl.all_ready()
             rep.run("kafkajs-through-kill", kafkajs_after, cl)
+        rep.run("clean-exit", clean_exit, cl)
         rep.keep_on_failure(cl)
     return rep.summary()
 

@@ -1,0 +1,243 @@
+#!/usr/bin/python3
+"""Many-agents benchmark (issue 6; not a test, not in CI; figures in docs/benchmarks.md, "Many
+agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `runnel agent`.
+
+1. Aggregate throughput with 1, 2 and 3 agents. Three producer processes (confluent-kafka-python,
+   16 KiB values, linger.ms=5, batch.size=1 MiB, acks=all), each with its own 4-partition topic,
+   send to agent (i mod N); then three consumer processes (assign(), no group) read each topic
+   back through agent ((i + 1) mod N) with the agents restarted first, so reads come from the
+   store. Aggregate MB/s = all bytes / (last end - first start). The client load is the same for
+   every N; agents are in load-balancer mode, each advertising itself (no balancer).
+2. Three consumers reading the same topic through three different agents (cold caches, the
+   topic written through agent 1 beforehand, agents restarted): once with each consumer held to
+   its own agent (load-balancer mode: every agent reads every object) and once in direct mode
+   (consumers fetch from each partition's rendezvous leader). RGW's own counters (admin socket
+   `perf dump`: get) count GETs; reported per MiB the three consumers received, per MiB of topic
+   data (stored once), per object holding the topic (RGW bucket stats before and after writing
+   it), and as a cache hit ratio: 1 - GETs / chunk-level reads, where the reads are what three
+   cold readers need (every object's footer and each of its 4 partition chunks, three times).
+
+   cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96]
+MB = 10^6 bytes of values; MiB = 2^20.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "cluster"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "clients"))
+
+VALUE = 16 * 1024
+PARTS = 4
+
+
+# ---- workers (run as subprocesses) ----
+
+def worker_produce(bootstrap, topic, mib):
+    import confluent_kafka as ck
+    p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1048576,
+                     "acks": "all", "queue.buffering.max.kbytes": 262144,
+                     "message.max.bytes": 2000000})
+    val = os.urandom(VALUE)
+    n = mib * 1024 * 1024 // VALUE
+    failed = []
+
+    def dr(err, _msg):
+        if err is not None:
+            failed.append(str(err))
+
+    t0 = time.monotonic()
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topic, val, partition=i % PARTS, on_delivery=dr)
+                break
+            except BufferError:
+                p.poll(0.01)
+        if i % 256 == 0:
+            p.poll(0)
+    left = p.flush(300)
+    t1 = time.monotonic()
+    return {"t0": t0, "t1": t1, "bytes": n * VALUE, "failed": len(failed) + left}
+
+
+def worker_consume(bootstrap, topic, parts, client_id=None):
+    import confluent_kafka as ck
+    conf = {"bootstrap.servers": bootstrap, "group.id": "bench-%d" % os.getpid(),
+            "enable.auto.commit": False, "fetch.max.bytes": 52428800,
+            "max.partition.fetch.bytes": 8388608, "enable.partition.eof": True}
+    if client_id:
+        conf["client.id"] = client_id
+    c = ck.Consumer(conf)
+    hi = {p: c.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=30)[1]
+          for p in range(parts)}
+    c.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(parts)])
+    left = {p for p in range(parts) if hi[p] > 0}
+    got = 0
+    t0 = time.monotonic()
+    deadline = t0 + 600
+    while left and time.monotonic() < deadline:
+        for m in c.consume(1000, 0.5):
+            if m.error():
+                continue
+            got += len(m.value())
+            if m.offset() + 1 >= hi[m.partition()]:
+                left.discard(m.partition())
+    t1 = time.monotonic()
+    c.close()
+    return {"t0": t0, "t1": t1, "bytes": got, "incomplete": len(left)}
+
+
+def run_workers(specs):
+    """specs: [[arg, ...]] for this script's worker mode; returns their JSON results."""
+    procs = [subprocess.Popen([sys.executable, "-B", os.path.abspath(__file__), "--worker"] +
+                              [str(a) for a in s], stdout=subprocess.PIPE, text=True)
+             for s in specs]
+    out = []
+    for p in procs:
+        o, _ = p.communicate(timeout=900)
+        if p.returncode != 0:
+            raise RuntimeError("worker exited %d: %s" % (p.returncode, o[-500:]))
+        out.append(json.loads(o.strip().splitlines()[-1]))
+    return out
+
+
+def aggregate(results):
+    t0 = min(r["t0"] for r in results)
+    t1 = max(r["t1"] for r in results)
+    total = sum(r["bytes"] for r in results)
+    return total / (t1 - t0) / 1e6, total, t1 - t0
+
+
+# ---- driver ----
+
+def rgw_counters(cl):
+    asok = os.path.join(cl.rgw_dir, "run", "client.rgw.a.asok")
+    out = subprocess.run(["ceph", "--admin-daemon", asok, "perf", "dump"], capture_output=True,
+                         text=True, timeout=30).stdout
+    r = json.loads(out)["rgw"]
+    return {"get": r["get"], "put": r["put"]}
+
+
+def restart_agents(cl, mode):
+    cl.stop_agents()
+    cl.mode = mode
+    for i in range(3):
+        cl.start_agent_idx(i)
+    if mode == "direct":
+        from scenario_direct import wait_brokers
+        wait_brokers(cl, [a.addr for a in cl.agents[:3]])
+
+
+def create(bootstrap, topic, parts):
+    from adapters import ConfluentAdapter
+    err = ConfluentAdapter(bootstrap).create_topic(topic, parts, {})
+    if err:
+        raise RuntimeError("create %s: %s" % (topic, err))
+
+
+def objects_in_store(cl):
+    """Objects in the bucket (RGW admin: bucket stats)."""
+    out = subprocess.run(["radosgw-admin", "-c", os.path.join(cl.rgw_dir, "ceph.conf"),
+                          "bucket", "stats", "--bucket", cl.env.get("RUNNEL_S3_BUCKET", "runnel")],
+                         capture_output=True, text=True, timeout=60, env=cl.env).stdout
+    try:
+        usage = json.loads(out)["usage"]
+        return sum(v.get("num_objects", 0) for v in usage.values())
+    except (ValueError, KeyError):
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runnel")
+    ap.add_argument("--mib", type=int, default=64, help="MiB per producer per run")
+    ap.add_argument("--read-mib", type=int, default=96, help="MiB of the shared-read topic")
+    ap.add_argument("--worker", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+    if args.worker:
+        w = args.worker
+        if w[0] == "produce":
+            r = worker_produce(w[1], w[2], int(w[3]))
+        else:
+            r = worker_consume(w[1], w[2], int(w[3]), w[4] if len(w) > 4 else None)
+        print(json.dumps(r))
+        return 0
+    if not args.runnel:
+        ap.error("--runnel is required")
+    os.environ.setdefault("RGW_MEMSTORE_MB", "4096")
+    from cluster import ManyAgents
+    tag = "%d" % (time.time() % 100000)
+    print("cluster_bench: %s, 3 agents (flush.interval.ms=250, flush.bytes=8m, cache.bytes=256m), "
+          "RGW memstore, %d KiB values, %d partitions per topic; load average %s"
+          % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), VALUE // 1024, PARTS,
+             open("/proc/loadavg").read().split()[:3]), flush=True)
+    with ManyAgents(args.runnel, mode="solo",
+                    extra=["--flush-interval-ms", "250", "--log-level", "warn"]) as cl:
+        addrs = [a.addr for a in cl.agents[:3]]
+        print("\n== aggregate throughput, 3 producers then 3 consumers (cold caches) ==")
+        print("%-7s %12s %12s %10s %10s" % ("agents", "produce MB/s", "consume MB/s", "PUTs",
+                                              "GETs"))
+        for n in (1, 2, 3):
+            topics = ["bench-%s-n%d-%d" % (tag, n, i) for i in range(3)]
+            for t in topics:
+                create(addrs[0], t, PARTS)
+            c0 = rgw_counters(cl)
+            prod = run_workers([["produce", addrs[i % n], topics[i], args.mib] for i in range(3)])
+            c1 = rgw_counters(cl)
+            restart_agents(cl, "solo")
+            c2 = rgw_counters(cl)
+            cons = run_workers([["consume", addrs[(i + 1) % n], topics[i], PARTS]
+                                for i in range(3)])
+            c3 = rgw_counters(cl)
+            pm, _, _ = aggregate(prod)
+            cm, cbytes, _ = aggregate(cons)
+            bad = sum(r["failed"] for r in prod) + sum(r["incomplete"] for r in cons)
+            print("%-7d %12.1f %12.1f %10d %10d%s" % (n, pm, cm, c1["put"] - c0["put"],
+                                                       c3["get"] - c2["get"],
+                                                       "  ERRORS %d" % bad if bad else ""),
+                  flush=True)
+
+        print("\n== three consumers, same topic, three different agents (cold caches) ==")
+        topic = "bench-%s-shared" % tag
+        create(addrs[0], topic, PARTS)
+        o0 = objects_in_store(cl)
+        run_workers([["produce", addrs[0], topic, args.read_mib]])
+        o1 = objects_in_store(cl)
+        objs = (o1 - o0) if o0 is not None and o1 is not None else None
+        print("topic %s: %d MiB over %d partitions in %s objects" % (
+            topic, args.read_mib, PARTS, objs if objs is not None else "?"))
+        # Chunk-level reads the consumers ask of their agents: each consumer needs every object's
+        # footer and its PARTS chunks once (every object holds all PARTS partitions: one producer
+        # spreads records over them in turn). Hits are the reads no GET was needed for.
+        reads = 3 * objs * (PARTS + 1) if objs else None
+        print("%-8s %9s %8s %13s %13s %12s %10s %8s" % (
+            "mode", "MiB read", "GETs", "GETs/MiB read", "GETs/MiB data", "GETs/object",
+            "hit ratio", "MB/s"))
+        for mode in ("solo", "direct"):
+            restart_agents(cl, mode)
+            c0 = rgw_counters(cl)
+            cid = None if mode == "solo" else "bench"
+            res = run_workers([["consume", addrs[i], topic, PARTS] + ([cid] if cid else [])
+                               for i in range(3)])
+            c1 = rgw_counters(cl)
+            mbps, total, _ = aggregate(res)
+            mib = total / 1048576
+            gets = c1["get"] - c0["get"]
+            print("%-8s %9.1f %8d %13.3f %13.3f %12s %10s %8.1f%s" % (
+                "lb" if mode == "solo" else mode, mib, gets, gets / mib, gets / args.read_mib,
+                "%.2f" % (gets / objs) if objs else "?",
+                "%.0f%%" % (100.0 * (1 - gets / reads)) if reads else "?", mbps,
+                "  INCOMPLETE" if any(r["incomplete"] for r in res) else ""), flush=True)
+        cl.stop_agents()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
