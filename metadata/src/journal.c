@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "groups_int.h"
 #include "internal.h"
 #include "runnel/protocol/crc32c.h"
 #include "runnel/protocol/mem.h"
@@ -361,6 +362,9 @@ int meta_op_apply(struct meta_state *s, const uint8_t *op, size_t len, const cha
         }
         break;
     }
+    case META_OP_GROUP:
+        meta__groups_apply_op(s, now, &r);
+        break;
     default:
         *why = "unknown op type";
         return -EINVAL;
