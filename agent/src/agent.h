@@ -272,6 +272,13 @@ void agent_cache_put_object(struct agent *a, const char *key, const uint8_t *obj
 void agent_fetch_drain(struct agent *a);
 void agent_fetch_free(struct agent *a);
 
+/* ---- Consumer groups (groups.c) ---- */
+
+/* Parked group answers pushed by the metadata service. */
+void agent_groups_on_notify(struct agent *a, const struct kp_meta_notify_response *n);
+/* The metadata connection went down: parked group requests are failed. */
+void agent_groups_on_meta_state(struct agent *a, bool connected);
+
 /* Runs the agent until SIGTERM/SIGINT: store, metadata, listener, loop. 0 on a clean stop. */
 int agent_run(struct agent *a);
 

@@ -251,6 +251,7 @@ static void agent__signal_cb(uv_signal_t *s, int signum)
 static void agent__meta_push(void *arg, const struct kp_meta_notify_response *n)
 {
     agent_fetch_on_notify(arg, n);
+    agent_groups_on_notify(arg, n);
 }
 
 static void agent__meta_state(void *arg, bool connected)
@@ -260,6 +261,7 @@ static void agent__meta_state(void *arg, bool connected)
            connected ? "metadata_connected" : "metadata_disconnected", "metadata=%s",
            a->cfg.metadata);
     agent_fetch_on_meta_state(a, connected);
+    agent_groups_on_meta_state(a, connected);
 }
 
 /* Starts the in-process metadata service of runnel dev and points cfg at it. */

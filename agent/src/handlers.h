@@ -17,5 +17,9 @@ void agent_handle_create_partitions(struct agent_req *req);         /* admin.c *
 void agent_handle_describe_configs(struct agent_req *req);          /* admin.c */
 void agent_handle_alter_configs(struct agent_req *req);             /* admin.c */
 void agent_handle_incremental_alter_configs(struct agent_req *req); /* admin.c */
+void agent_handle_find_coordinator(struct agent_req *req);          /* groups.c */
+/* JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups,
+ * ListGroups, DeleteGroups, OffsetDelete: forwarded to the metadata service (groups.c). */
+void agent_handle_group_api(struct agent_req *req);
 
 #endif

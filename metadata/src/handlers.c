@@ -29,6 +29,7 @@
 #define META_API_AGENT_HEARTBEAT 1013
 #define META_API_ACQUIRE_LEASE 1014
 #define META_API_RELEASE_LEASE 1015
+#define META_API_GROUP 1020
 
 #define META_LOOKUP_MAX_EXTENTS 10000 /* per partition per Lookup */
 
@@ -790,6 +791,16 @@ static int meta__release_lease(struct meta__ctx *x, struct meta__buf *body)
     return meta__encode(x, &rs, body);
 }
 
+/* ---- consumer groups (group_rpc.c) ---- */
+
+static int meta__group(struct meta__ctx *x, struct meta__buf *body)
+{
+    struct kp_meta_group_response rs;
+    kp_meta_group_response_init(&rs);
+    int rc = meta__group_call(x->srv, x->conn, x->body, x->now, x->a, &rs);
+    return rc != 0 ? rc : meta__encode(x, &rs, body);
+}
+
 /* ---- dispatch ---- */
 
 struct meta__handler {
@@ -813,6 +824,7 @@ static const struct meta__handler meta__handlers[] = {
     {META_API_AGENT_HEARTBEAT, meta__heartbeat},
     {META_API_ACQUIRE_LEASE, meta__acquire_lease},
     {META_API_RELEASE_LEASE, meta__release_lease},
+    {META_API_GROUP, meta__group},
 };
 
 int meta__dispatch(struct meta_server *srv, struct meta__conn *c, const struct meta__request *req,
@@ -905,6 +917,12 @@ int meta__encode_error(int16_t api_key, int16_t api_version, int16_t error, stru
     case META_API_HELLO: {
         struct kp_meta_hello_response rs;
         kp_meta_hello_response_init(&rs);
+        rs.error_code = error;
+        return meta__encode(&x, &rs, body);
+    }
+    case META_API_GROUP: {
+        struct kp_meta_group_response rs;
+        kp_meta_group_response_init(&rs);
         rs.error_code = error;
         return meta__encode(&x, &rs, body);
     }

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "groups_int.h"
 #include "internal.h"
 #include "meta_obs.h"
 #include "runnel/protocol/crc32c.h"
@@ -367,6 +368,9 @@ int meta_op_apply(struct meta_state *s, const uint8_t *op, size_t len, const cha
         }
         break;
     }
+    case META_OP_GROUP:
+        meta__groups_apply_op(s, now, &r);
+        break;
     default:
         *why = "unknown op type";
         return -EINVAL;

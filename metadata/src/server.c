@@ -67,7 +67,7 @@ static void meta__on_write(uv_write_t *req, int status)
 }
 
 /* Takes ownership of `frame`. */
-static void meta__send(struct meta__conn *c, struct meta__buf *frame)
+void meta__send(struct meta__conn *c, struct meta__buf *frame)
 {
     if (c->closing) {
         meta__buf_free(frame);
@@ -84,7 +84,7 @@ static void meta__send(struct meta__conn *c, struct meta__buf *frame)
     }
 }
 
-static void meta__frame_begin(struct meta__buf *f, int32_t correlation_id)
+void meta__frame_begin(struct meta__buf *f, int32_t correlation_id)
 {
     f->len = 0;
     meta__put_u32(f, 0); /* size, patched in meta__frame_end */
@@ -92,7 +92,7 @@ static void meta__frame_begin(struct meta__buf *f, int32_t correlation_id)
     meta__put_u8(f, 0); /* response header v1: no tagged fields */
 }
 
-static void meta__frame_end(struct meta__buf *f)
+void meta__frame_end(struct meta__buf *f)
 {
     uint32_t size = (uint32_t)(f->len - 4);
     f->p[0] = (uint8_t)(size >> 24);
@@ -383,6 +383,7 @@ static void meta__conn_close(struct meta__conn *c)
     }
     c->closing = true;
     struct meta_server *srv = c->srv;
+    meta__groups_conn_closed(srv, c);
     while (c->n_watched > 0) {
         meta__unwatch(srv, c, c->watched[c->n_watched - 1]);
     }
@@ -405,6 +406,7 @@ static void meta__on_connection(uv_stream_t *server, int status)
     }
     struct meta__conn *c = kp_xcalloc(1, sizeof(*c));
     c->srv = srv;
+    c->serial = ++srv->next_serial;
     uv_tcp_init(srv->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
@@ -445,6 +447,7 @@ static void meta__on_durable(uv_async_t *a)
             uv_read_start((uv_stream_t *)&c->tcp, meta__on_alloc, meta__on_read);
         }
     }
+    meta__groups_flush(srv);
     if (!srv->failed && srv->opt.snapshot_bytes > 0 && srv->snap_pid == 0 &&
         meta_journal_bytes(srv->journal) >= srv->opt.snapshot_bytes) {
         uint64_t t0 = meta__mono_ns();
@@ -500,6 +503,7 @@ static void meta__server_free(struct meta_server *srv)
     }
     free(srv->watchers);
     free(srv->notices);
+    meta__groups_free(srv);
     meta_op_buf_free(&srv->op);
     kp_arena_free(&srv->arena);
     free(srv->data_dir);
@@ -563,7 +567,8 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
     srv->listener.data = srv;
     uv_timer_init(loop, &srv->snap_timer);
     srv->snap_timer.data = srv;
-    srv->handles_open = 3;
+    meta__groups_open(srv);
+    srv->handles_open = 4;
     if (rc == 0) {
         rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
         if (rc == 0) {
@@ -577,8 +582,10 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
         uv_close((uv_handle_t *)&srv->listener, meta__on_handle_closed);
         uv_close((uv_handle_t *)&srv->durable_async, meta__on_handle_closed);
         uv_close((uv_handle_t *)&srv->snap_timer, meta__on_handle_closed);
+        uv_close((uv_handle_t *)&srv->group_timer, meta__on_handle_closed);
         return rc;
     }
+    meta__groups_start(srv);
     struct sockaddr_storage bound;
     int blen = sizeof(bound);
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen);
@@ -604,4 +611,5 @@ void meta_server_close(struct meta_server *srv)
         srv->snap_pid = 0;
     }
     uv_close((uv_handle_t *)&srv->snap_timer, meta__on_handle_closed);
+    uv_close((uv_handle_t *)&srv->group_timer, meta__on_handle_closed);
 }

@@ -46,6 +46,16 @@ struct meta__conn {
     uint32_t n_watched;         /* entries in watched */
     bool reading;               /* uv_read_start active */
     bool closing;               /* uv_close called */
+    uint64_t serial;            /* unique per server run; parked group answers name it */
+};
+
+/* A JoinGroup/SyncGroup answer to push once the journal is durable up to seq (group_rpc.c). */
+struct meta__gpush {
+    uint64_t conn;         /* meta__conn.serial of the agent */
+    uint64_t seq;          /* journal sequence it depends on */
+    int64_t ticket;        /* the agent's ticket of the parked request */
+    bool sealed;           /* seq is final (the producing call has finished journaling) */
+    struct meta__buf body; /* the Kafka response body */
 };
 
 /* A high-watermark change waiting for its commit to become durable. */
@@ -86,6 +96,17 @@ struct meta_server {
     pid_t snap_pid;                  /* its pid, 0 when none runs */
     uint64_t snap_started_ns;        /* when it was forked (monotonic) */
     char cluster_id[40];             /* derived from the cluster seed */
+    uint64_t next_serial;            /* last meta__conn.serial handed out */
+    uv_timer_t group_timer;          /* drives the group coordinator's clock (group_rpc.c) */
+    struct meta__gpush *gpush;       /* pushes of parked group answers, oldest first */
+    size_t n_gpush;                  /* entries */
+    size_t cap_gpush;                /* allocated */
+    struct kp_arena garena;          /* scratch for encoding group answers */
+    struct meta__buf gcur_body;      /* the answer of the group request being executed */
+    uint64_t gcur_conn;              /* its connection serial */
+    int64_t gcur_ticket;             /* its ticket */
+    bool gcur_active;                /* a group request is being executed */
+    bool gcur_answered;              /* gcur_body holds its answer */
 };
 
 struct meta__request {
@@ -122,5 +143,23 @@ void meta__unwatch(struct meta_server *srv, struct meta__conn *c, uint32_t gid);
 /* Encodes a push (MetaNotifyResponse body) for the given partitions into `body`. */
 int meta__encode_notify(struct meta_server *srv, const struct meta__notice *n, size_t count,
                         struct meta__buf *body);
+
+/* Frames: begin writes size placeholder and response header v1, end patches the size. */
+void meta__frame_begin(struct meta__buf *f, int32_t correlation_id);
+void meta__frame_end(struct meta__buf *f);
+/* Writes a complete frame to c (takes ownership of `frame`). */
+void meta__send(struct meta__conn *c, struct meta__buf *frame);
+
+/* Consumer groups (group_rpc.c): the MetaGroup api, the coordinator's timer and pushes. */
+struct kp_meta_group_request;
+struct kp_meta_group_response;
+int meta__group_call(struct meta_server *srv, struct meta__conn *c,
+                     const struct kp_meta_group_request *rq, int64_t now, struct kp_arena *a,
+                     struct kp_meta_group_response *rs);
+void meta__groups_open(struct meta_server *srv);  /* before the loop runs: timer, emit hook */
+void meta__groups_start(struct meta_server *srv); /* starts the timer */
+void meta__groups_flush(struct meta_server *srv); /* sends pushes that are durable */
+void meta__groups_conn_closed(struct meta_server *srv, struct meta__conn *c);
+void meta__groups_free(struct meta_server *srv); /* after the timer handle closed */
 
 #endif

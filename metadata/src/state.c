@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "groups_int.h"
 #include "internal.h"
+#include "runnel/metadata/groups.h"
 #include "runnel/protocol/errors.h"
 #include "runnel/protocol/mem.h"
 
@@ -212,6 +214,7 @@ void meta_state_free(struct meta_state *s)
     meta__index_free(&s->topic_by_name);
     meta__index_free(&s->object_by_key);
     meta__index_free(&s->pstate_by_key);
+    meta_groups_free(s->groups);
     memset(s, 0, sizeof(*s));
 }
 
@@ -1248,6 +1251,7 @@ int meta_state_serialize(const struct meta_state *s, uint8_t **out, size_t *out_
         meta__put_u64(&b, (uint64_t)l->epoch);
         meta__put_u64(&b, (uint64_t)l->expires_ms);
     }
+    meta__groups_serialize(s, &b); /* a trailing section: older snapshots end before it */
     *out = b.p;
     *out_len = b.len;
     return 0;
@@ -1427,6 +1431,9 @@ int meta_state_deserialize(struct meta_state *s, const uint8_t *buf, size_t len,
         l->epoch = kp_read_i64(&r);
         l->expires_ms = kp_read_i64(&r);
         s->n_leases++;
+    }
+    if (!r.err && kp_reader_remaining(&r) != 0) {
+        meta__groups_deserialize(s, &r);
     }
     if (!r.err && kp_reader_remaining(&r) != 0) {
         kp_reader_fail(&r, KP_ERR_INVALID, "trailing bytes after the state");

@@ -5,11 +5,11 @@
  * MetaAlterTopicConfigsResponse, MetaCommitRequest, MetaCommitResponse,
  * MetaCreatePartitionsRequest, MetaCreatePartitionsResponse, MetaCreateTopicsRequest,
  * MetaCreateTopicsResponse, MetaDeleteTopicsRequest, MetaDeleteTopicsResponse,
- * MetaDescribeTopicsRequest, MetaDescribeTopicsResponse, MetaHelloRequest, MetaHelloResponse,
- * MetaInitProducerIdRequest, MetaInitProducerIdResponse, MetaListOffsetsRequest,
- * MetaListOffsetsResponse, MetaLookupRequest, MetaLookupResponse, MetaNotifyRequest,
- * MetaNotifyResponse, MetaRegisterAgentRequest, MetaRegisterAgentResponse, MetaReleaseLeaseRequest,
- * MetaReleaseLeaseResponse, MetaWatchRequest, MetaWatchResponse.
+ * MetaDescribeTopicsRequest, MetaDescribeTopicsResponse, MetaGroupRequest, MetaGroupResponse,
+ * MetaHelloRequest, MetaHelloResponse, MetaInitProducerIdRequest, MetaInitProducerIdResponse,
+ * MetaListOffsetsRequest, MetaListOffsetsResponse, MetaLookupRequest, MetaLookupResponse,
+ * MetaNotifyRequest, MetaNotifyResponse, MetaRegisterAgentRequest, MetaRegisterAgentResponse,
+ * MetaReleaseLeaseRequest, MetaReleaseLeaseResponse, MetaWatchRequest, MetaWatchResponse.
  */
 #include "kp_rpc.h"
 
@@ -4128,6 +4128,256 @@ const struct kp_message_ops kp_meta_describe_topics_response_ops = {
     "MetaDescribeTopicsResponse", sizeof(struct kp_meta_describe_topics_response), kp_meta_describe_topics_response_init_v, kp_meta_describe_topics_response_decode_v, kp_meta_describe_topics_response_size_v, kp_meta_describe_topics_response_encode_v,
 };
 
+/* ---- MetaGroupRequest (MetaGroupRequest.json) ---- */
+
+
+void kp_meta_group_request_init(struct kp_meta_group_request *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->client_id = ((struct kp_str){"", 0});
+    m->client_host = ((struct kp_str){"", 0});
+    m->body = ((struct kp_bytes){NULL, 0});
+}
+
+int kp_meta_group_request_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_meta_group_request *m)
+{
+    (void)a;
+    (void)version;
+    kp_meta_group_request_init(m);
+    if (version < 0 || version > 0) {
+        return kp_reader_fail(r, KP_ERR_INVALID, "unsupported version of MetaGroupRequest");
+    }
+    m->ticket = kp_read_i64(r);
+    m->api_key = kp_read_i16(r);
+    m->api_version = kp_read_i16(r);
+    kp_read_string(r, 1, &m->client_id);
+    kp_read_string(r, 1, &m->client_host);
+    if (m->client_host.len < 0) {
+        kp__gen_null_fail(r);
+    }
+    kp_read_bytes(r, 1, &m->body);
+    if (m->body.len < 0) {
+        kp__gen_null_fail(r);
+    }
+    if (1) {
+        uint32_t ntags = kp__gen_tag_count(r);
+        for (uint32_t t = 0; t < ntags && r->err == 0; t++) {
+            uint32_t tag = kp_read_uvarint(r);
+            uint32_t tag_len = kp_read_uvarint(r);
+            const uint8_t *p = kp_read_raw(r, tag_len);
+            if (p == NULL) {
+                break;
+            }
+            kp__gen_tag_unknown(r, a, &m->unknown_tagged_fields, ntags, tag, p, tag_len);
+        }
+    }
+    return r->err;
+}
+
+int kp_meta_group_request_size(const struct kp_meta_group_request *m, int16_t version, size_t *out)
+{
+    int rc;
+    size_t n = 0;
+    (void)version;
+    (void)m;
+    if (version < 0 || version > 0) {
+        return -EINVAL;
+    }
+    n += 8;
+    n += 2;
+    n += 2;
+    rc = kp__gen_str_size(m->client_id, 1, 1, &n);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = kp__gen_str_size(m->client_host, 1, 0, &n);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = kp__gen_bytes_size(m->body, 1, 0, &n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (1) {
+        uint32_t ntags = m->unknown_tagged_fields.count;
+        n += kp_uvarint_size(ntags) + kp__gen_unknown_size(&m->unknown_tagged_fields);
+    } else if (m->unknown_tagged_fields.count > 0) {
+        return -EINVAL;
+    }
+    *out = n;
+    return 0;
+}
+
+int kp_meta_group_request_encode(const struct kp_meta_group_request *m, int16_t version, struct kp_writer *w)
+{
+    int rc;
+    (void)version;
+    (void)m;
+    if (version < 0 || version > 0) {
+        return -EINVAL;
+    }
+    kp_write_i64(w, m->ticket);
+    kp_write_i16(w, m->api_key);
+    kp_write_i16(w, m->api_version);
+    rc = kp__gen_write_str(w, m->client_id, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = kp__gen_write_str(w, m->client_host, 1, 0);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = kp__gen_write_bytes(w, m->body, 1, 0);
+    if (rc != 0) {
+        return rc;
+    }
+    if (1) {
+        uint32_t ntags = m->unknown_tagged_fields.count;
+        uint32_t ui = 0;
+        kp_write_uvarint(w, ntags);
+        kp__gen_write_unknown_below(w, &m->unknown_tagged_fields, &ui, UINT64_C(1) << 32);
+    } else if (m->unknown_tagged_fields.count > 0) {
+        return -EINVAL;
+    }
+    return w->err != 0 ? -ENOSPC : 0;
+}
+
+static void kp_meta_group_request_init_v(void *m)
+{
+    kp_meta_group_request_init(m);
+}
+
+static int kp_meta_group_request_decode_v(struct kp_reader *r, int16_t version, struct kp_arena *a, void *m)
+{
+    return kp_meta_group_request_decode(r, version, a, m);
+}
+
+static int kp_meta_group_request_size_v(const void *m, int16_t version, size_t *out)
+{
+    return kp_meta_group_request_size(m, version, out);
+}
+
+static int kp_meta_group_request_encode_v(const void *m, int16_t version, struct kp_writer *w)
+{
+    return kp_meta_group_request_encode(m, version, w);
+}
+
+const struct kp_message_ops kp_meta_group_request_ops = {
+    "MetaGroupRequest", sizeof(struct kp_meta_group_request), kp_meta_group_request_init_v, kp_meta_group_request_decode_v, kp_meta_group_request_size_v, kp_meta_group_request_encode_v,
+};
+
+/* ---- MetaGroupResponse (MetaGroupResponse.json) ---- */
+
+
+void kp_meta_group_response_init(struct kp_meta_group_response *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->body = ((struct kp_bytes){NULL, 0});
+}
+
+int kp_meta_group_response_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_meta_group_response *m)
+{
+    (void)a;
+    (void)version;
+    kp_meta_group_response_init(m);
+    if (version < 0 || version > 0) {
+        return kp_reader_fail(r, KP_ERR_INVALID, "unsupported version of MetaGroupResponse");
+    }
+    m->error_code = kp_read_i16(r);
+    m->parked = kp_read_bool(r);
+    kp_read_bytes(r, 1, &m->body);
+    if (m->body.len < 0) {
+        kp__gen_null_fail(r);
+    }
+    if (1) {
+        uint32_t ntags = kp__gen_tag_count(r);
+        for (uint32_t t = 0; t < ntags && r->err == 0; t++) {
+            uint32_t tag = kp_read_uvarint(r);
+            uint32_t tag_len = kp_read_uvarint(r);
+            const uint8_t *p = kp_read_raw(r, tag_len);
+            if (p == NULL) {
+                break;
+            }
+            kp__gen_tag_unknown(r, a, &m->unknown_tagged_fields, ntags, tag, p, tag_len);
+        }
+    }
+    return r->err;
+}
+
+int kp_meta_group_response_size(const struct kp_meta_group_response *m, int16_t version, size_t *out)
+{
+    int rc;
+    size_t n = 0;
+    (void)version;
+    (void)m;
+    if (version < 0 || version > 0) {
+        return -EINVAL;
+    }
+    n += 2;
+    n += 1;
+    rc = kp__gen_bytes_size(m->body, 1, 0, &n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (1) {
+        uint32_t ntags = m->unknown_tagged_fields.count;
+        n += kp_uvarint_size(ntags) + kp__gen_unknown_size(&m->unknown_tagged_fields);
+    } else if (m->unknown_tagged_fields.count > 0) {
+        return -EINVAL;
+    }
+    *out = n;
+    return 0;
+}
+
+int kp_meta_group_response_encode(const struct kp_meta_group_response *m, int16_t version, struct kp_writer *w)
+{
+    int rc;
+    (void)version;
+    (void)m;
+    if (version < 0 || version > 0) {
+        return -EINVAL;
+    }
+    kp_write_i16(w, m->error_code);
+    kp_write_bool(w, m->parked);
+    rc = kp__gen_write_bytes(w, m->body, 1, 0);
+    if (rc != 0) {
+        return rc;
+    }
+    if (1) {
+        uint32_t ntags = m->unknown_tagged_fields.count;
+        uint32_t ui = 0;
+        kp_write_uvarint(w, ntags);
+        kp__gen_write_unknown_below(w, &m->unknown_tagged_fields, &ui, UINT64_C(1) << 32);
+    } else if (m->unknown_tagged_fields.count > 0) {
+        return -EINVAL;
+    }
+    return w->err != 0 ? -ENOSPC : 0;
+}
+
+static void kp_meta_group_response_init_v(void *m)
+{
+    kp_meta_group_response_init(m);
+}
+
+static int kp_meta_group_response_decode_v(struct kp_reader *r, int16_t version, struct kp_arena *a, void *m)
+{
+    return kp_meta_group_response_decode(r, version, a, m);
+}
+
+static int kp_meta_group_response_size_v(const void *m, int16_t version, size_t *out)
+{
+    return kp_meta_group_response_size(m, version, out);
+}
+
+static int kp_meta_group_response_encode_v(const void *m, int16_t version, struct kp_writer *w)
+{
+    return kp_meta_group_response_encode(m, version, w);
+}
+
+const struct kp_message_ops kp_meta_group_response_ops = {
+    "MetaGroupResponse", sizeof(struct kp_meta_group_response), kp_meta_group_response_init_v, kp_meta_group_response_decode_v, kp_meta_group_response_size_v, kp_meta_group_response_encode_v,
+};
+
 /* ---- MetaHelloRequest (MetaHelloRequest.json) ---- */
 
 
@@ -5808,6 +6058,9 @@ const struct kp_message_ops kp_meta_notify_request_ops = {
 static int kp_meta_notify_response_meta_notify_partition_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_meta_notify_response_meta_notify_partition *m);
 static int kp_meta_notify_response_meta_notify_partition_size(const struct kp_meta_notify_response_meta_notify_partition *m, int16_t version, size_t *out);
 static int kp_meta_notify_response_meta_notify_partition_encode(const struct kp_meta_notify_response_meta_notify_partition *m, int16_t version, struct kp_writer *w);
+static int kp_meta_notify_response_meta_group_reply_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_meta_notify_response_meta_group_reply *m);
+static int kp_meta_notify_response_meta_group_reply_size(const struct kp_meta_notify_response_meta_group_reply *m, int16_t version, size_t *out);
+static int kp_meta_notify_response_meta_group_reply_encode(const struct kp_meta_notify_response_meta_group_reply *m, int16_t version, struct kp_writer *w);
 
 void kp_meta_notify_response_meta_notify_partition_init(struct kp_meta_notify_response_meta_notify_partition *m)
 {
@@ -5886,6 +6139,87 @@ static int kp_meta_notify_response_meta_notify_partition_encode(const struct kp_
     return w->err != 0 ? -ENOSPC : 0;
 }
 
+void kp_meta_notify_response_meta_group_reply_init(struct kp_meta_notify_response_meta_group_reply *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->body = ((struct kp_bytes){NULL, 0});
+}
+
+KP__UNUSED
+static bool kp_meta_notify_response_meta_group_reply_is_default(const struct kp_meta_notify_response_meta_group_reply *m)
+{
+    return (m->ticket == INT64_C(0)) &&
+           (m->body.len == 0) &&
+           (m->unknown_tagged_fields.count == 0);
+}
+
+static int kp_meta_notify_response_meta_group_reply_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_meta_notify_response_meta_group_reply *m)
+{
+    (void)a;
+    (void)version;
+    kp_meta_notify_response_meta_group_reply_init(m);
+    m->ticket = kp_read_i64(r);
+    kp_read_bytes(r, 1, &m->body);
+    if (m->body.len < 0) {
+        kp__gen_null_fail(r);
+    }
+    if (1) {
+        uint32_t ntags = kp__gen_tag_count(r);
+        for (uint32_t t = 0; t < ntags && r->err == 0; t++) {
+            uint32_t tag = kp_read_uvarint(r);
+            uint32_t tag_len = kp_read_uvarint(r);
+            const uint8_t *p = kp_read_raw(r, tag_len);
+            if (p == NULL) {
+                break;
+            }
+            kp__gen_tag_unknown(r, a, &m->unknown_tagged_fields, ntags, tag, p, tag_len);
+        }
+    }
+    return r->err;
+}
+
+static int kp_meta_notify_response_meta_group_reply_size(const struct kp_meta_notify_response_meta_group_reply *m, int16_t version, size_t *out)
+{
+    int rc;
+    size_t n = 0;
+    (void)version;
+    (void)m;
+    n += 8;
+    rc = kp__gen_bytes_size(m->body, 1, 0, &n);
+    if (rc != 0) {
+        return rc;
+    }
+    if (1) {
+        uint32_t ntags = m->unknown_tagged_fields.count;
+        n += kp_uvarint_size(ntags) + kp__gen_unknown_size(&m->unknown_tagged_fields);
+    } else if (m->unknown_tagged_fields.count > 0) {
+        return -EINVAL;
+    }
+    *out = n;
+    return 0;
+}
+
+static int kp_meta_notify_response_meta_group_reply_encode(const struct kp_meta_notify_response_meta_group_reply *m, int16_t version, struct kp_writer *w)
+{
+    int rc;
+    (void)version;
+    (void)m;
+    kp_write_i64(w, m->ticket);
+    rc = kp__gen_write_bytes(w, m->body, 1, 0);
+    if (rc != 0) {
+        return rc;
+    }
+    if (1) {
+        uint32_t ntags = m->unknown_tagged_fields.count;
+        uint32_t ui = 0;
+        kp_write_uvarint(w, ntags);
+        kp__gen_write_unknown_below(w, &m->unknown_tagged_fields, &ui, UINT64_C(1) << 32);
+    } else if (m->unknown_tagged_fields.count > 0) {
+        return -EINVAL;
+    }
+    return w->err != 0 ? -ENOSPC : 0;
+}
+
 void kp_meta_notify_response_init(struct kp_meta_notify_response *m)
 {
     memset(m, 0, sizeof(*m));
@@ -5919,7 +6253,25 @@ int kp_meta_notify_response_decode(struct kp_reader *r, int16_t version, struct 
             if (p == NULL) {
                 break;
             }
-            kp__gen_tag_unknown(r, a, &m->unknown_tagged_fields, ntags, tag, p, tag_len);
+            struct kp_reader sub;
+            struct kp_reader *sr = &sub;
+            kp_reader_init(sr, p, tag_len);
+            if (tag == 0) {
+                {
+                    int32_t n_t0 = kp__gen_array_len(sr, 1, 10, 0);
+                    m->group_replies_count = n_t0;
+                    m->group_replies = kp__gen_alloc(sr, a, n_t0, sizeof(*m->group_replies));
+                    if (m->group_replies == NULL && n_t0 > 0) {
+                        m->group_replies_count = 0;
+                    }
+                    for (int32_t i_t0 = 0; i_t0 < m->group_replies_count && sr->err == 0; i_t0++) {
+                        (void)kp_meta_notify_response_meta_group_reply_decode(sr, version, a, &m->group_replies[i_t0]);
+                    }
+                }
+                kp__gen_tag_end(r, sr);
+            } else {
+                kp__gen_tag_unknown(r, a, &m->unknown_tagged_fields, ntags, tag, p, tag_len);
+            }
         }
     }
     return r->err;
@@ -5951,6 +6303,26 @@ int kp_meta_notify_response_size(const struct kp_meta_notify_response *m, int16_
     }
     if (1) {
         uint32_t ntags = m->unknown_tagged_fields.count;
+        if (!(m->group_replies_count == 0)) {
+            size_t fs = 0;
+            rc = kp__gen_array_check(m->group_replies_count, m->group_replies, 0);
+            if (rc != 0) {
+                return rc;
+            }
+            fs += kp_array_len_size(1, m->group_replies_count);
+            for (int32_t i_t0 = 0; i_t0 < m->group_replies_count; i_t0++) {
+                {
+                    size_t es_t0 = 0;
+                    rc = kp_meta_notify_response_meta_group_reply_size(&m->group_replies[i_t0], version, &es_t0);
+                    if (rc != 0) {
+                        return rc;
+                    }
+                    fs += es_t0;
+                }
+            }
+            ntags++;
+            n += kp_uvarint_size(0) + kp_uvarint_size((uint32_t)fs) + fs;
+        }
         n += kp_uvarint_size(ntags) + kp__gen_unknown_size(&m->unknown_tagged_fields);
     } else if (m->unknown_tagged_fields.count > 0) {
         return -EINVAL;
@@ -5981,7 +6353,42 @@ int kp_meta_notify_response_encode(const struct kp_meta_notify_response *m, int1
     if (1) {
         uint32_t ntags = m->unknown_tagged_fields.count;
         uint32_t ui = 0;
+        if (!(m->group_replies_count == 0)) {
+            ntags++;
+        }
         kp_write_uvarint(w, ntags);
+        if (!(m->group_replies_count == 0)) {
+            size_t fs = 0;
+            rc = kp__gen_array_check(m->group_replies_count, m->group_replies, 0);
+            if (rc != 0) {
+                return rc;
+            }
+            fs += kp_array_len_size(1, m->group_replies_count);
+            for (int32_t i_s0 = 0; i_s0 < m->group_replies_count; i_s0++) {
+                {
+                    size_t es_s0 = 0;
+                    rc = kp_meta_notify_response_meta_group_reply_size(&m->group_replies[i_s0], version, &es_s0);
+                    if (rc != 0) {
+                        return rc;
+                    }
+                    fs += es_s0;
+                }
+            }
+            kp__gen_write_unknown_below(w, &m->unknown_tagged_fields, &ui, 0);
+            kp_write_uvarint(w, 0);
+            kp_write_uvarint(w, (uint32_t)fs);
+            rc = kp__gen_array_check(m->group_replies_count, m->group_replies, 0);
+            if (rc != 0) {
+                return rc;
+            }
+            kp_write_array_len(w, 1, m->group_replies_count);
+            for (int32_t i_t0 = 0; i_t0 < m->group_replies_count; i_t0++) {
+                rc = kp_meta_notify_response_meta_group_reply_encode(&m->group_replies[i_t0], version, w);
+                if (rc != 0) {
+                    return rc;
+                }
+            }
+        }
         kp__gen_write_unknown_below(w, &m->unknown_tagged_fields, &ui, UINT64_C(1) << 32);
     } else if (m->unknown_tagged_fields.count > 0) {
         return -EINVAL;
@@ -6973,7 +7380,7 @@ const struct kp_message_ops kp_meta_watch_response_ops = {
     "MetaWatchResponse", sizeof(struct kp_meta_watch_response), kp_meta_watch_response_init_v, kp_meta_watch_response_decode_v, kp_meta_watch_response_size_v, kp_meta_watch_response_encode_v,
 };
 
-static const struct kp_api kp__rpc_apis[16] = {
+static const struct kp_api kp__rpc_apis[17] = {
     {1000, "MetaHello", 0, 0, 0, &kp_meta_hello_request_ops, &kp_meta_hello_response_ops},
     {1001, "MetaCreateTopics", 0, 0, 0, &kp_meta_create_topics_request_ops, &kp_meta_create_topics_response_ops},
     {1002, "MetaDeleteTopics", 0, 0, 0, &kp_meta_delete_topics_request_ops, &kp_meta_delete_topics_response_ops},
@@ -6990,12 +7397,13 @@ static const struct kp_api kp__rpc_apis[16] = {
     {1013, "MetaAgentHeartbeat", 0, 0, 0, &kp_meta_agent_heartbeat_request_ops, &kp_meta_agent_heartbeat_response_ops},
     {1014, "MetaAcquireLease", 0, 0, 0, &kp_meta_acquire_lease_request_ops, &kp_meta_acquire_lease_response_ops},
     {1015, "MetaReleaseLease", 0, 0, 0, &kp_meta_release_lease_request_ops, &kp_meta_release_lease_response_ops},
+    {1020, "MetaGroup", 0, 0, 0, &kp_meta_group_request_ops, &kp_meta_group_response_ops},
 };
 
 const struct kp_api *kp_rpc_api_find(int16_t api_key)
 {
     size_t lo = 0;
-    size_t hi = 16;
+    size_t hi = 17;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (kp__rpc_apis[mid].key == api_key) {
@@ -7012,12 +7420,12 @@ const struct kp_api *kp_rpc_api_find(int16_t api_key)
 
 size_t kp_rpc_api_count(void)
 {
-    return 16;
+    return 17;
 }
 
 const struct kp_api *kp_rpc_api_at(size_t i)
 {
-    return i < 16 ? &kp__rpc_apis[i] : NULL;
+    return i < 17 ? &kp__rpc_apis[i] : NULL;
 }
 
 bool kp_rpc_api_version_unstable(int16_t api_key, int16_t version)

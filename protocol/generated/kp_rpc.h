@@ -464,6 +464,41 @@ int kp_meta_describe_topics_response_size(const struct kp_meta_describe_topics_r
 int kp_meta_describe_topics_response_encode(const struct kp_meta_describe_topics_response *m, int16_t version, struct kp_writer *w);
 extern const struct kp_message_ops kp_meta_describe_topics_response_ops;
 
+/* MetaGroupRequest: request (api key 1020), versions 0, flexible 0 */
+struct kp_meta_group_request {
+    int64_t ticket; /* Ticket: v0 */
+    int16_t api_key; /* ApiKey: v0 */
+    int16_t api_version; /* ApiVersion: v0 */
+    struct kp_str client_id; /* ClientId: v0, nullable 0+ */
+    struct kp_str client_host; /* ClientHost: v0 */
+    struct kp_bytes body; /* Body: v0 */
+    struct kp_tagged_fields unknown_tagged_fields; /* tags this codec does not know, kept */
+};
+
+/* MetaGroupRequest functions: defaults, decode (0 or KP_ERR_*; r->why says what), exact size
+ * and encode (0, -EINVAL for a value the version cannot carry, -ENOSPC if w is short). */
+void kp_meta_group_request_init(struct kp_meta_group_request *m);
+int kp_meta_group_request_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_meta_group_request *m);
+int kp_meta_group_request_size(const struct kp_meta_group_request *m, int16_t version, size_t *out);
+int kp_meta_group_request_encode(const struct kp_meta_group_request *m, int16_t version, struct kp_writer *w);
+extern const struct kp_message_ops kp_meta_group_request_ops;
+
+/* MetaGroupResponse: response (api key 1020), versions 0, flexible 0 */
+struct kp_meta_group_response {
+    int16_t error_code; /* ErrorCode: v0 */
+    bool parked; /* Parked: v0 */
+    struct kp_bytes body; /* Body: v0 */
+    struct kp_tagged_fields unknown_tagged_fields; /* tags this codec does not know, kept */
+};
+
+/* MetaGroupResponse functions: defaults, decode (0 or KP_ERR_*; r->why says what), exact size
+ * and encode (0, -EINVAL for a value the version cannot carry, -ENOSPC if w is short). */
+void kp_meta_group_response_init(struct kp_meta_group_response *m);
+int kp_meta_group_response_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_meta_group_response *m);
+int kp_meta_group_response_size(const struct kp_meta_group_response *m, int16_t version, size_t *out);
+int kp_meta_group_response_encode(const struct kp_meta_group_response *m, int16_t version, struct kp_writer *w);
+extern const struct kp_message_ops kp_meta_group_response_ops;
+
 /* MetaHelloRequest: request (api key 1000), versions 0, flexible 0 */
 struct kp_meta_hello_request {
     struct kp_str client_name; /* ClientName: v0 */
@@ -682,16 +717,26 @@ struct kp_meta_notify_response_meta_notify_partition {
     struct kp_tagged_fields unknown_tagged_fields; /* tags this codec does not know, kept */
 };
 
+/* MetaGroupReply (MetaNotifyResponse) */
+struct kp_meta_notify_response_meta_group_reply {
+    int64_t ticket; /* Ticket: v0 */
+    struct kp_bytes body; /* Body: v0 */
+    struct kp_tagged_fields unknown_tagged_fields; /* tags this codec does not know, kept */
+};
+
 /* MetaNotifyResponse: response (api key 1011), versions 0, flexible 0 */
 struct kp_meta_notify_response {
     struct kp_meta_notify_response_meta_notify_partition *partitions; /* Partitions: v0 */
     int32_t partitions_count; /* elements of partitions; -1 for null */
+    struct kp_meta_notify_response_meta_group_reply *group_replies; /* GroupReplies: v0, tag 0 */
+    int32_t group_replies_count; /* elements of group_replies; -1 for null */
     struct kp_tagged_fields unknown_tagged_fields; /* tags this codec does not know, kept */
 };
 
 /* MetaNotifyResponse functions: defaults, decode (0 or KP_ERR_*; r->why says what), exact size
  * and encode (0, -EINVAL for a value the version cannot carry, -ENOSPC if w is short). */
 void kp_meta_notify_response_meta_notify_partition_init(struct kp_meta_notify_response_meta_notify_partition *m);
+void kp_meta_notify_response_meta_group_reply_init(struct kp_meta_notify_response_meta_group_reply *m);
 void kp_meta_notify_response_init(struct kp_meta_notify_response *m);
 int kp_meta_notify_response_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_meta_notify_response *m);
 int kp_meta_notify_response_size(const struct kp_meta_notify_response *m, int16_t version, size_t *out);

@@ -57,6 +57,7 @@ enum meta_op {
     META_OP_HEARTBEAT = 8,
     META_OP_ACQUIRE_LEASE = 9,
     META_OP_RELEASE_LEASE = 10,
+    META_OP_GROUP = 64, /* consumer groups: a sub-op byte follows (groups.c) */
 };
 
 /* An encoded operation: the op payload of a journal record (without seq framing). */

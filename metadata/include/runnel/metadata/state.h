@@ -179,6 +179,7 @@ struct meta_state {
     int64_t commit_deadline_ms;       /* commits of older objects are refused */
     uint64_t mutations;               /* bumped by every change */
     uint64_t n_extents;               /* extents in all partitions */
+    struct meta_groups *groups;       /* consumer groups (groups.h), NULL until first used */
 };
 
 /* ---- life cycle ---- */
