@@ -27,6 +27,7 @@
 #include "runnel/storage/store.h"
 
 #define AGENT__SHUTDOWN_GRACE_MS 15000 /* after SIGTERM, stop waiting for clients after this */
+#define AGENT__POOL_THREADS "16"       /* libuv worker threads unless UV_THREADPOOL_SIZE is set */
 
 static struct agent_config agent__cfg;
 
@@ -408,6 +409,13 @@ static int agent__start(const struct rn_command_spec *spec, int argc, char **arg
      */
     mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
+    /*
+     * libuv's worker pool (4 threads by default) runs seals, file-store writes with their fsyncs,
+     * pool reads and large chunk decodes. A seal queued behind four fsyncs waits for the disk:
+     * with more threads, threads blocked in fsync no longer delay CPU work (produce latency).
+     * Must be set before the pool's first use; a value the user set is kept.
+     */
+    setenv("UV_THREADPOOL_SIZE", AGENT__POOL_THREADS, 0);
     struct agent a;
     memset(&a, 0, sizeof(a));
     a.cfg = agent__cfg;
