@@ -153,12 +153,16 @@ static size_t source_read(char *p, size_t size, size_t n, void *u)
 
 static CURL *peer;
 
-/* The file a key maps to for the curl peer, and the URL of that file (or of its temporary). */
-static void curl_file_names(const char *key, bool tmp, char *path, size_t pathlen, char *url,
-                            size_t urllen)
+/*
+ * The file a key maps to for a curl peer ("curl-" for plain curl, "curlsync-" for curl+sync,
+ * ".curltmp-" for the latter's temporary), and its URL. The two peers keep separate files so
+ * that neither replaces or truncates a file the other has just written.
+ */
+static void curl_file_names(const char *key, const char *kind, char *path, size_t pathlen,
+                            char *url, size_t urllen)
 {
     /* curl's file:// uploads do not create directories: flatten the key. */
-    int n = snprintf(path, pathlen, "%s/%s", dir, tmp ? ".curltmp-" : "curl-");
+    int n = snprintf(path, pathlen, "%s/%s", dir, kind);
     for (const char *k = key; *k != '\0' && (size_t)n + 1 < pathlen; k++) {
         path[n++] = *k == '/' ? '_' : *k;
     }
@@ -180,8 +184,8 @@ static double curl_sync_put(const char *key, const uint8_t *buf, size_t len)
     char url[1100];
     char path[1024];
     char tmpurl[1100];
-    curl_file_names(key, false, path, sizeof(path), url, sizeof(url));
-    curl_file_names(key, true, tmp, sizeof(tmp), tmpurl, sizeof(tmpurl));
+    curl_file_names(key, "curlsync-", path, sizeof(path), url, sizeof(url));
+    curl_file_names(key, ".curltmp-", tmp, sizeof(tmp), tmpurl, sizeof(tmpurl));
     double t0 = now_ms();
     curl_op_url(0, key, tmpurl, buf, len, 0);
     int fd = open(tmp, O_WRONLY | O_CLOEXEC);
@@ -210,7 +214,7 @@ static double curl_op_url(int kind, const char *key, const char *url_override, c
         snprintf(url, sizeof(url), "%s/%s/%s", endpoint, bucket, key);
     } else {
         char path[1024];
-        curl_file_names(key, false, path, sizeof(path), url, sizeof(url));
+        curl_file_names(key, "curl-", path, sizeof(path), url, sizeof(url));
     }
     curl_easy_reset(peer);
     curl_easy_setopt(peer, CURLOPT_URL, url);

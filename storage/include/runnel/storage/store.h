@@ -3,7 +3,7 @@
  * backend, chosen by URL, all asynchronous on a libuv loop.
  *
  *   s3://bucket/prefix?endpoint=http://host:port&region=us-east-1&path_style=true
- *   file:///absolute/path
+ *   file:///absolute/path?fd_cache=64&inline_max=8388608   (see docs/storage.md)
  *   mem://            (process-local, for unit tests)
  *   faulty+<url>?put_error_rate=0.1&latency_ms=5&...   (fault injection around any backend)
  *
