@@ -39,6 +39,7 @@ struct rn_metric_family {
     size_t nlabels;                          /* used entries of labels */
     double scale;                            /* output = value / scale */
     uint64_t bounds[RN_METRICS_MAX_BUCKETS]; /* histogram bucket upper bounds, base unit */
+    char le[RN_METRICS_MAX_BUCKETS + 1][32]; /* the bounds as rendered, then "+Inf" */
     size_t nbounds;                          /* used entries of bounds */
     struct rn_metric *series;                /* first series */
     struct rn_metric *last;                  /* last series (appends) */
@@ -262,6 +263,15 @@ struct rn_metric_family *rn_metrics_family(struct rn_metrics *r, enum rn_metric_
         memcpy(f->bounds, bounds, nbounds * sizeof(bounds[0]));
     }
     f->nbounds = nbounds;
+    for (size_t i = 0; i <= nbounds && type == RN_METRIC_HISTOGRAM; i++) {
+        if (i == nbounds) {
+            snprintf(f->le[i], sizeof(f->le[i]), "+Inf");
+        } else if (scale == 1) {
+            snprintf(f->le[i], sizeof(f->le[i]), "%llu", (unsigned long long)bounds[i]);
+        } else {
+            snprintf(f->le[i], sizeof(f->le[i]), "%.12g", (double)bounds[i] / scale);
+        }
+    }
     if (r->tail != NULL) {
         r->tail->next = f;
     } else {
@@ -496,24 +506,37 @@ static void rn__printf(struct rn__sbuf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    if (n > 0) {
-        rn__put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    if (n <= 0) {
+        return;
     }
+    if ((size_t)n < sizeof(tmp)) {
+        rn__put(b, tmp, (size_t)n);
+        return;
+    }
+    rn__reserve(b, (size_t)n); /* longer than the stack buffer: format again in place */
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
 }
 
 /* Help text escapes backslash and newline; label values also escape the double quote. */
 static void rn__put_escaped(struct rn__sbuf *b, const char *s, bool quote)
 {
-    for (; *s != '\0'; s++) {
+    while (*s != '\0') {
+        size_t plain = strcspn(s, quote ? "\\\n\"" : "\\\n");
+        rn__put(b, s, plain);
+        s += plain;
         if (*s == '\\') {
             rn__puts(b, "\\\\");
         } else if (*s == '\n') {
             rn__puts(b, "\\n");
-        } else if (quote && *s == '"') {
+        } else if (*s == '"') {
             rn__puts(b, "\\\"");
         } else {
-            rn__put(b, s, 1);
+            break;
         }
+        s++;
     }
 }
 
@@ -541,12 +564,18 @@ static void rn__put_series_name(struct rn__sbuf *b, const struct rn_metric_famil
     if (f->nlabels > 0 || le != NULL) {
         rn__puts(b, "{");
         for (size_t i = 0; i < f->nlabels; i++) {
-            rn__printf(b, "%s%s=\"", i > 0 ? "," : "", f->labels[i]);
+            if (i > 0) {
+                rn__puts(b, ",");
+            }
+            rn__puts(b, f->labels[i]);
+            rn__puts(b, "=\"");
             rn__put_escaped(b, m->values[i], true);
             rn__puts(b, "\"");
         }
         if (le != NULL) {
-            rn__printf(b, "%sle=\"%s\"", f->nlabels > 0 ? "," : "", le);
+            rn__puts(b, f->nlabels > 0 ? ",le=\"" : "le=\"");
+            rn__puts(b, le);
+            rn__puts(b, "\"");
         }
         rn__puts(b, "}");
     }
@@ -557,17 +586,9 @@ static void rn__render_histogram(struct rn__sbuf *b, const struct rn_metric_fami
                                  const struct rn_metric *m)
 {
     uint64_t cum = 0;
-    char le[48];
     for (size_t i = 0; i <= f->nbounds; i++) {
         cum += atomic_load_explicit(&m->buckets[i], memory_order_relaxed);
-        if (i == f->nbounds) {
-            snprintf(le, sizeof(le), "+Inf");
-        } else if (f->scale == 1) {
-            snprintf(le, sizeof(le), "%llu", (unsigned long long)f->bounds[i]);
-        } else {
-            snprintf(le, sizeof(le), "%.12g", (double)f->bounds[i] / f->scale);
-        }
-        rn__put_series_name(b, f, m, "_bucket", le);
+        rn__put_series_name(b, f, m, "_bucket", f->le[i]);
         rn__printf(b, "%llu\n", (unsigned long long)cum);
     }
     uint64_t sum = atomic_load_explicit(&m->sum, memory_order_relaxed);
