@@ -208,6 +208,28 @@ static void test_threads(void **state)
     rn_metrics_free(r);
 }
 
+static void test_long_lines(void **state)
+{
+    struct rn_metrics *r = rn_metrics_new();
+    char name[201];
+    memset(name, 'n', 200);
+    name[200] = '\0';
+    char help[301];
+    memset(help, 'h', 300);
+    help[300] = '\0';
+    char val[100];
+    memset(val, 'v', 99);
+    val[99] = '\0';
+    rn_gauge_set(rn_metric_get1(rn_metrics_gauge(r, name, help, "l"), val), 5);
+    char *out = render(r);
+    char want[2048];
+    snprintf(want, sizeof(want), "# HELP %s %s\n# TYPE %s gauge\n%s{l=\"%s\"} 5\n", name, help,
+             name, name, val);
+    assert_string_equal(out, want);
+    free(out);
+    rn_metrics_free(r);
+}
+
 static void test_global(void **state)
 {
     struct rn_metrics *g = rn_metrics_global();
@@ -224,6 +246,7 @@ int run_test_metrics(void)
         cmocka_unit_test(test_bound_and_limits),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_global),
+        cmocka_unit_test(test_long_lines),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }
