@@ -9,7 +9,8 @@ scrape with `promtool check metrics`; checks the listener's answers to bad reque
 `fail` scenario: the metadata service's fdatasync fails (its test hook): it turns not ready,
 its failure gauge and fsync error counter say so, and the agent counts the refused produce; and
 an object store that fails everything for its first 3 s keeps a new agent not ready until its
-store probe gets an answer.
+store probe gets an answer; and a slow store with a 1 MiB buffer makes the agent pause reading,
+which shows in the backpressure series.
 
 `split` scenario: `runnel metadata` and `runnel agent` as separate processes, each with its own
 listener: both expose their own series, the agent is ready, and becomes not ready (503) once the
@@ -426,6 +427,60 @@ def scenario_store_outage(runnel, tmp):
         alog.close()
 
 
+def scenario_backpressure(runnel, tmp):
+    """A slow store (every operation 400 ms late) and a 1 MiB buffer: producing 6 MiB must pause
+    reading, and the pause shows in the backpressure series; nothing is lost."""
+    from confluent_kafka import Producer
+    mport, kport, ahttp = free_port(), free_port(), free_port()
+    mlog = open(os.path.join(tmp, "meta-bp.log"), "w")
+    alog = open(os.path.join(tmp, "agent-bp.log"), "w")
+    objects = os.path.join(tmp, "objects-bp")
+    os.makedirs(objects)
+    meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-bp"),
+                             "--listen", "127.0.0.1:%d" % mport], stdout=mlog, stderr=mlog)
+    agent = None
+    try:
+        wait_port(mport, meta)
+        agent = subprocess.Popen([runnel, "agent", "--listen", "127.0.0.1:%d" % kport,
+                                  "--metadata", "127.0.0.1:%d" % mport,
+                                  "--bucket", "faulty+file://%s?latency_ms=400" % objects,
+                                  "--buffer.max.bytes", "1m", "--flush.bytes", "256k",
+                                  "--flush.interval.ms", "50",
+                                  "--http.listen", "127.0.0.1:%d" % ahttp],
+                                 stdout=alog, stderr=alog)
+        wait_port(kport, agent)
+        p = Producer({"bootstrap.servers": "127.0.0.1:%d" % kport, "acks": "all",
+                      "linger.ms": 5, "compression.type": "none"})
+        acked = []
+        n = 6 * 64
+        for i in range(n):
+            while True:
+                try:
+                    p.produce("bp", value=os.urandom(16 * 1024),
+                              on_delivery=lambda err, msg: acked.append(err))
+                    break
+                except BufferError:
+                    p.poll(0.1)
+        p.flush(120)
+        check("bp_all_acked", len(acked) == n and all(e is None for e in acked),
+              (len(acked), [e for e in acked if e is not None][:3]))
+        a = scrape(ahttp, "bp_scrape")
+        check("bp_paused_time", value(a, "runnel_agent_backpressure_seconds_total") > 0,
+              value(a, "runnel_agent_backpressure_seconds_total"))
+        check("bp_released", value(a, "runnel_agent_backpressure_active") == 0 and
+              value(a, "runnel_agent_buffered_bytes") == 0,
+              (value(a, "runnel_agent_backpressure_active"),
+               value(a, "runnel_agent_buffered_bytes")))
+        check("bp_produce_bytes", value(a, "runnel_agent_produce_bytes_total") >= n * 16 * 1024,
+              value(a, "runnel_agent_produce_bytes_total"))
+    finally:
+        if agent is not None:
+            stop(agent)
+        stop(meta)
+        mlog.close()
+        alog.close()
+
+
 def scenario_bad_listen(runnel, tmp):
     """A listener that cannot start is a clear start-up error (exit 1), never a hang."""
     busy = socket.socket()
@@ -470,6 +525,7 @@ def main():
         if args.scenario in ("fail", "all"):
             scenario_journal_failure(args.runnel, tmp)
             scenario_store_outage(args.runnel, tmp)
+            scenario_backpressure(args.runnel, tmp)
     except Exception as e:  # a crash of the harness is a failure, with its logs
         check("harness", False, repr(e))
     if failures:
