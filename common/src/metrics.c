@@ -43,6 +43,8 @@ struct rn_metric_family {
     size_t nbounds;                          /* used entries of bounds */
     struct rn_metric *series;                /* first series */
     struct rn_metric *last;                  /* last series (appends) */
+    rn_metric_collect_fn collect;            /* emits further samples at render, or NULL */
+    void *collect_arg;                       /* its argument */
     size_t nseries;                          /* count of series */
     struct rn_metric_family *next;           /* registry's families in declaration order */
 };
@@ -441,6 +443,18 @@ int rn_metric_bind(struct rn_metric *m, rn_metric_fn fn, void *arg)
     return 0;
 }
 
+int rn_metrics_collect(struct rn_metric_family *f, rn_metric_collect_fn fn, void *arg)
+{
+    if (f == NULL || fn == NULL || f->type == RN_METRIC_HISTOGRAM) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&f->reg->lock);
+    f->collect = fn;
+    f->collect_arg = arg;
+    pthread_mutex_unlock(&f->reg->lock);
+    return 0;
+}
+
 void rn_metrics_unbind(struct rn_metrics *r, void *arg)
 {
     if (r == NULL) {
@@ -448,6 +462,10 @@ void rn_metrics_unbind(struct rn_metrics *r, void *arg)
     }
     pthread_mutex_lock(&r->lock);
     for (struct rn_metric_family *f = r->head; f != NULL; f = f->next) {
+        if (f->collect != NULL && f->collect_arg == arg) {
+            f->collect = NULL;
+            f->collect_arg = NULL;
+        }
         for (struct rn_metric *m = f->series; m != NULL; m = m->next) {
             if (m->fn != NULL && m->fn_arg == arg) {
                 m->fn = NULL;
@@ -599,20 +617,60 @@ static void rn__render_histogram(struct rn__sbuf *b, const struct rn_metric_fami
     rn__printf(b, "%llu\n", (unsigned long long)cum);
 }
 
-int rn_metrics_render(struct rn_metrics *r, char **out, size_t *len)
+struct rn_metric_emitter {
+    struct rn__sbuf *b;               /* output */
+    const struct rn_metric_family *f; /* family being rendered */
+    size_t n;                         /* samples emitted by its collector so far */
+    bool header;                      /* HELP/TYPE written */
+};
+
+static void rn__put_header(struct rn_metric_emitter *e)
 {
     static const char *const types[] = {"counter", "gauge", "histogram"};
+    if (e->header) {
+        return;
+    }
+    e->header = true;
+    rn__printf(e->b, "# HELP %s ", e->f->name);
+    rn__put_escaped(e->b, e->f->help, false);
+    rn__printf(e->b, "\n# TYPE %s %s\n", e->f->name, types[e->f->type]);
+}
+
+void rn_metric_emit(struct rn_metric_emitter *e, const char *const *values, int64_t value)
+{
+    if (e == NULL || e->n >= RN_METRICS_MAX_SERIES) {
+        return;
+    }
+    const struct rn_metric_family *f = e->f;
+    struct rn_metric tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    for (size_t i = 0; i < f->nlabels; i++) {
+        if (values == NULL || values[i] == NULL) {
+            return;
+        }
+        tmp.values[i] = (char *)values[i];
+    }
+    if (f->type == RN_METRIC_COUNTER && value < 0) {
+        value = 0;
+    }
+    rn__put_header(e);
+    e->n++;
+    rn__put_series_name(e->b, f, &tmp, "", NULL);
+    rn__put_value(e->b, f, (double)value, true, value);
+    rn__puts(e->b, "\n");
+}
+
+int rn_metrics_render(struct rn_metrics *r, char **out, size_t *len)
+{
     struct rn__sbuf b = {0};
     rn__reserve(&b, 0);
     b.p[0] = '\0';
     pthread_mutex_lock(&r->lock);
     for (struct rn_metric_family *f = r->head; f != NULL; f = f->next) {
-        if (f->series == NULL) {
-            continue;
+        struct rn_metric_emitter e = {.b = &b, .f = f};
+        if (f->series != NULL) {
+            rn__put_header(&e);
         }
-        rn__printf(&b, "# HELP %s ", f->name);
-        rn__put_escaped(&b, f->help, false);
-        rn__printf(&b, "\n# TYPE %s %s\n", f->name, types[f->type]);
         for (struct rn_metric *m = f->series; m != NULL; m = m->next) {
             if (f->type == RN_METRIC_HISTOGRAM) {
                 rn__render_histogram(&b, f, m);
@@ -626,6 +684,9 @@ int rn_metrics_render(struct rn_metrics *r, char **out, size_t *len)
             rn__put_series_name(&b, f, m, "", NULL);
             rn__put_value(&b, f, (double)v, true, v);
             rn__puts(&b, "\n");
+        }
+        if (f->collect != NULL) {
+            f->collect(f->collect_arg, &e);
         }
     }
     pthread_mutex_unlock(&r->lock);

@@ -184,6 +184,21 @@ def scenario_dev(runnel, tmp):
         c.close()
         check("dev_consumed", got == n, got)
 
+        # A consumer group that read and committed 150 of the 200 records: lag 50.
+        c = Consumer({"bootstrap.servers": bs, "group.id": "obs-lag",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        c.subscribe(["obs-topic"])
+        got = 0
+        end = time.time() + 60
+        while got < 150 and time.time() < end:
+            m = c.poll(1.0)
+            if m is not None and m.error() is None:
+                got += 1
+                if got == 150:
+                    c.commit(message=m, asynchronous=False)
+        c.close()
+        check("dev_group_consumed", got == 150, got)
+
         # A fetch beyond the end: the broker answers OFFSET_OUT_OF_RANGE, counted by error name.
         c = Consumer({"bootstrap.servers": bs, "group.id": "obs2", "enable.auto.commit": False,
                       "auto.offset.reset": "latest"})
@@ -221,6 +236,12 @@ def scenario_dev(runnel, tmp):
               value(after, 'runnel_agent_response_errors_total{api="Fetch",'
                            'error="OFFSET_OUT_OF_RANGE"}') >= 1,
               [k for k in after if "response_errors" in k])
+        lag_key = ('runnel_meta_consumer_group_lag{group="obs-lag",topic="obs-topic",'
+                   'partition="0"}')
+        check("dev_consumer_lag", lag_key in after and value(after, lag_key) == n - 150,
+              [(k, v) for k, v in after.items() if "lag" in k])
+        check("dev_consumer_groups", value(after, "runnel_meta_consumer_groups") >= 1,
+              value(after, "runnel_meta_consumer_groups"))
         check("dev_conns_accepted", d("runnel_agent_connections_accepted_total") >= 2)
         check("dev_fetch_latency", any(k.startswith(
             'runnel_agent_request_duration_seconds_count{api="Fetch"') and v > 0
