@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "internal.h"
 #include "kp_rpc.h"
 #include "runnel/common/metrics.h"
 #include "runnel/common/obs.h"
@@ -71,7 +72,8 @@ static void meta__obs_init(void)
     meta__o.objects = rn_metric_get0(rn_metrics_gauge(
         r, "runnel_meta_objects", "Objects the metadata state knows (live and unused).", NULL));
     meta__o.agents = rn_metric_get0(
-        rn_metrics_gauge(r, "runnel_meta_agents", "Agents registered with the service.", NULL));
+        rn_metrics_gauge(r, "runnel_meta_agents",
+                         "Agents registered (direct mode) whose heartbeat has not expired.", NULL));
     meta__o.conns = rn_metric_get0(rn_metrics_gauge(
         r, "runnel_meta_connections", "Open connections to the metadata service.", NULL));
     meta__o.journal_bytes = rn_metric_get0(rn_metrics_gauge(
@@ -148,7 +150,13 @@ static int64_t meta__obs_objects(void *arg)
 
 static int64_t meta__obs_agents(void *arg)
 {
-    return ((struct meta_server *)arg)->state.n_agents;
+    const struct meta_state *st = &((struct meta_server *)arg)->state;
+    int64_t now = meta__now_ms();
+    int64_t n = 0;
+    for (uint32_t i = 0; i < st->n_agents; i++) {
+        n += meta_agent_live(&st->agents[i], now) ? 1 : 0;
+    }
+    return n;
 }
 
 static int64_t meta__obs_conns(void *arg)

@@ -320,12 +320,20 @@ def scenario_split(runnel, tmp):
               not any(k.startswith("runnel_agent_") for k in ms), sorted(ms)[:10])
         agent = subprocess.Popen([runnel, "agent", "--listen", "127.0.0.1:%d" % kport,
                                   "--metadata", "127.0.0.1:%d" % mport,
-                                  "--bucket", "file://" + objects,
+                                  "--bucket", "file://" + objects, "--cluster.mode", "direct",
                                   "--http.listen", "127.0.0.1:%d" % ahttp],
                                  stdout=alog, stderr=alog)
         wait_port(ahttp, agent)
         status, body = wait_ready(ahttp)
         check("agent_readyz", status == 200, (status, body))
+        end = time.time() + 20
+        live = 0
+        while time.time() < end:
+            live = value(parse_metrics(http_get(mhttp, "/metrics")[1]), "runnel_meta_agents")
+            if live == 1:
+                break
+            time.sleep(0.2)
+        check("meta_live_agents", live == 1, live)
         subprocess.run(["kcat", "-b", "127.0.0.1:%d" % kport, "-P", "-t", "split"],
                        input=b"one\ntwo\nthree\n", timeout=30, check=False)
         a = scrape(ahttp, "agent_scrape")
