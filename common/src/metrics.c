@@ -39,9 +39,12 @@ struct rn_metric_family {
     size_t nlabels;                          /* used entries of labels */
     double scale;                            /* output = value / scale */
     uint64_t bounds[RN_METRICS_MAX_BUCKETS]; /* histogram bucket upper bounds, base unit */
+    char le[RN_METRICS_MAX_BUCKETS + 1][32]; /* the bounds as rendered, then "+Inf" */
     size_t nbounds;                          /* used entries of bounds */
     struct rn_metric *series;                /* first series */
     struct rn_metric *last;                  /* last series (appends) */
+    rn_metric_collect_fn collect;            /* emits further samples at render, or NULL */
+    void *collect_arg;                       /* its argument */
     size_t nseries;                          /* count of series */
     struct rn_metric_family *next;           /* registry's families in declaration order */
 };
@@ -262,6 +265,15 @@ struct rn_metric_family *rn_metrics_family(struct rn_metrics *r, enum rn_metric_
         memcpy(f->bounds, bounds, nbounds * sizeof(bounds[0]));
     }
     f->nbounds = nbounds;
+    for (size_t i = 0; i <= nbounds && type == RN_METRIC_HISTOGRAM; i++) {
+        if (i == nbounds) {
+            snprintf(f->le[i], sizeof(f->le[i]), "+Inf");
+        } else if (scale == 1) {
+            snprintf(f->le[i], sizeof(f->le[i]), "%llu", (unsigned long long)bounds[i]);
+        } else {
+            snprintf(f->le[i], sizeof(f->le[i]), "%.12g", (double)bounds[i] / scale);
+        }
+    }
     if (r->tail != NULL) {
         r->tail->next = f;
     } else {
@@ -431,6 +443,18 @@ int rn_metric_bind(struct rn_metric *m, rn_metric_fn fn, void *arg)
     return 0;
 }
 
+int rn_metrics_collect(struct rn_metric_family *f, rn_metric_collect_fn fn, void *arg)
+{
+    if (f == NULL || fn == NULL || f->type == RN_METRIC_HISTOGRAM) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&f->reg->lock);
+    f->collect = fn;
+    f->collect_arg = arg;
+    pthread_mutex_unlock(&f->reg->lock);
+    return 0;
+}
+
 void rn_metrics_unbind(struct rn_metrics *r, void *arg)
 {
     if (r == NULL) {
@@ -438,6 +462,10 @@ void rn_metrics_unbind(struct rn_metrics *r, void *arg)
     }
     pthread_mutex_lock(&r->lock);
     for (struct rn_metric_family *f = r->head; f != NULL; f = f->next) {
+        if (f->collect != NULL && f->collect_arg == arg) {
+            f->collect = NULL;
+            f->collect_arg = NULL;
+        }
         for (struct rn_metric *m = f->series; m != NULL; m = m->next) {
             if (m->fn != NULL && m->fn_arg == arg) {
                 m->fn = NULL;
@@ -496,24 +524,37 @@ static void rn__printf(struct rn__sbuf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    if (n > 0) {
-        rn__put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    if (n <= 0) {
+        return;
     }
+    if ((size_t)n < sizeof(tmp)) {
+        rn__put(b, tmp, (size_t)n);
+        return;
+    }
+    rn__reserve(b, (size_t)n); /* longer than the stack buffer: format again in place */
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
 }
 
 /* Help text escapes backslash and newline; label values also escape the double quote. */
 static void rn__put_escaped(struct rn__sbuf *b, const char *s, bool quote)
 {
-    for (; *s != '\0'; s++) {
+    while (*s != '\0') {
+        size_t plain = strcspn(s, quote ? "\\\n\"" : "\\\n");
+        rn__put(b, s, plain);
+        s += plain;
         if (*s == '\\') {
             rn__puts(b, "\\\\");
         } else if (*s == '\n') {
             rn__puts(b, "\\n");
-        } else if (quote && *s == '"') {
+        } else if (*s == '"') {
             rn__puts(b, "\\\"");
         } else {
-            rn__put(b, s, 1);
+            break;
         }
+        s++;
     }
 }
 
@@ -541,12 +582,18 @@ static void rn__put_series_name(struct rn__sbuf *b, const struct rn_metric_famil
     if (f->nlabels > 0 || le != NULL) {
         rn__puts(b, "{");
         for (size_t i = 0; i < f->nlabels; i++) {
-            rn__printf(b, "%s%s=\"", i > 0 ? "," : "", f->labels[i]);
+            if (i > 0) {
+                rn__puts(b, ",");
+            }
+            rn__puts(b, f->labels[i]);
+            rn__puts(b, "=\"");
             rn__put_escaped(b, m->values[i], true);
             rn__puts(b, "\"");
         }
         if (le != NULL) {
-            rn__printf(b, "%sle=\"%s\"", f->nlabels > 0 ? "," : "", le);
+            rn__puts(b, f->nlabels > 0 ? ",le=\"" : "le=\"");
+            rn__puts(b, le);
+            rn__puts(b, "\"");
         }
         rn__puts(b, "}");
     }
@@ -557,17 +604,9 @@ static void rn__render_histogram(struct rn__sbuf *b, const struct rn_metric_fami
                                  const struct rn_metric *m)
 {
     uint64_t cum = 0;
-    char le[48];
     for (size_t i = 0; i <= f->nbounds; i++) {
         cum += atomic_load_explicit(&m->buckets[i], memory_order_relaxed);
-        if (i == f->nbounds) {
-            snprintf(le, sizeof(le), "+Inf");
-        } else if (f->scale == 1) {
-            snprintf(le, sizeof(le), "%llu", (unsigned long long)f->bounds[i]);
-        } else {
-            snprintf(le, sizeof(le), "%.12g", (double)f->bounds[i] / f->scale);
-        }
-        rn__put_series_name(b, f, m, "_bucket", le);
+        rn__put_series_name(b, f, m, "_bucket", f->le[i]);
         rn__printf(b, "%llu\n", (unsigned long long)cum);
     }
     uint64_t sum = atomic_load_explicit(&m->sum, memory_order_relaxed);
@@ -578,20 +617,60 @@ static void rn__render_histogram(struct rn__sbuf *b, const struct rn_metric_fami
     rn__printf(b, "%llu\n", (unsigned long long)cum);
 }
 
-int rn_metrics_render(struct rn_metrics *r, char **out, size_t *len)
+struct rn_metric_emitter {
+    struct rn__sbuf *b;               /* output */
+    const struct rn_metric_family *f; /* family being rendered */
+    size_t n;                         /* samples emitted by its collector so far */
+    bool header;                      /* HELP/TYPE written */
+};
+
+static void rn__put_header(struct rn_metric_emitter *e)
 {
     static const char *const types[] = {"counter", "gauge", "histogram"};
+    if (e->header) {
+        return;
+    }
+    e->header = true;
+    rn__printf(e->b, "# HELP %s ", e->f->name);
+    rn__put_escaped(e->b, e->f->help, false);
+    rn__printf(e->b, "\n# TYPE %s %s\n", e->f->name, types[e->f->type]);
+}
+
+void rn_metric_emit(struct rn_metric_emitter *e, const char *const *values, int64_t value)
+{
+    if (e == NULL || e->n >= RN_METRICS_MAX_SERIES) {
+        return;
+    }
+    const struct rn_metric_family *f = e->f;
+    struct rn_metric tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    for (size_t i = 0; i < f->nlabels; i++) {
+        if (values == NULL || values[i] == NULL) {
+            return;
+        }
+        tmp.values[i] = (char *)values[i];
+    }
+    if (f->type == RN_METRIC_COUNTER && value < 0) {
+        value = 0;
+    }
+    rn__put_header(e);
+    e->n++;
+    rn__put_series_name(e->b, f, &tmp, "", NULL);
+    rn__put_value(e->b, f, (double)value, true, value);
+    rn__puts(e->b, "\n");
+}
+
+int rn_metrics_render(struct rn_metrics *r, char **out, size_t *len)
+{
     struct rn__sbuf b = {0};
     rn__reserve(&b, 0);
     b.p[0] = '\0';
     pthread_mutex_lock(&r->lock);
     for (struct rn_metric_family *f = r->head; f != NULL; f = f->next) {
-        if (f->series == NULL) {
-            continue;
+        struct rn_metric_emitter e = {.b = &b, .f = f};
+        if (f->series != NULL) {
+            rn__put_header(&e);
         }
-        rn__printf(&b, "# HELP %s ", f->name);
-        rn__put_escaped(&b, f->help, false);
-        rn__printf(&b, "\n# TYPE %s %s\n", f->name, types[f->type]);
         for (struct rn_metric *m = f->series; m != NULL; m = m->next) {
             if (f->type == RN_METRIC_HISTOGRAM) {
                 rn__render_histogram(&b, f, m);
@@ -605,6 +684,9 @@ int rn_metrics_render(struct rn_metrics *r, char **out, size_t *len)
             rn__put_series_name(&b, f, m, "", NULL);
             rn__put_value(&b, f, (double)v, true, v);
             rn__puts(&b, "\n");
+        }
+        if (f->collect != NULL) {
+            f->collect(f->collect_arg, &e);
         }
     }
     pthread_mutex_unlock(&r->lock);

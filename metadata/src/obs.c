@@ -13,9 +13,11 @@
 
 #include <uv.h>
 
+#include "internal.h"
 #include "kp_rpc.h"
 #include "runnel/common/metrics.h"
 #include "runnel/common/obs.h"
+#include "runnel/metadata/groups.h"
 #include "server_int.h"
 
 #define META__OBS_FIRST_API 1000 /* Runnel's metadata api keys start here */
@@ -36,6 +38,8 @@ struct meta__obs {
     struct rn_metric *conns;
     struct rn_metric *journal_bytes;
     struct rn_metric *failed;
+    struct rn_metric *groups;       /* consumer groups */
+    struct rn_metric_family *lag_f; /* consumer lag, collected at scrape time */
 };
 
 static struct meta__obs meta__o;
@@ -68,7 +72,8 @@ static void meta__obs_init(void)
     meta__o.objects = rn_metric_get0(rn_metrics_gauge(
         r, "runnel_meta_objects", "Objects the metadata state knows (live and unused).", NULL));
     meta__o.agents = rn_metric_get0(
-        rn_metrics_gauge(r, "runnel_meta_agents", "Agents registered with the service.", NULL));
+        rn_metrics_gauge(r, "runnel_meta_agents",
+                         "Agents registered (direct mode) whose heartbeat has not expired.", NULL));
     meta__o.conns = rn_metric_get0(rn_metrics_gauge(
         r, "runnel_meta_connections", "Open connections to the metadata service.", NULL));
     meta__o.journal_bytes = rn_metric_get0(rn_metrics_gauge(
@@ -76,6 +81,12 @@ static void meta__obs_init(void)
     meta__o.failed = rn_metric_get0(rn_metrics_gauge(
         r, "runnel_meta_journal_failed",
         "1 once a journal write or fdatasync failed (nothing is acknowledged after).", NULL));
+    meta__o.groups = rn_metric_get0(
+        rn_metrics_gauge(r, "runnel_meta_consumer_groups", "Consumer groups known.", NULL));
+    meta__o.lag_f = rn_metrics_gauge(r, "runnel_meta_consumer_group_lag",
+                                     "Records between a group's committed offset and the "
+                                     "partition's high watermark.",
+                                     "group,topic,partition");
 }
 
 uint64_t meta__obs_now_ns(void)
@@ -139,7 +150,13 @@ static int64_t meta__obs_objects(void *arg)
 
 static int64_t meta__obs_agents(void *arg)
 {
-    return ((struct meta_server *)arg)->state.n_agents;
+    const struct meta_state *st = &((struct meta_server *)arg)->state;
+    int64_t now = meta__now_ms();
+    int64_t n = 0;
+    for (uint32_t i = 0; i < st->n_agents; i++) {
+        n += meta_agent_live(&st->agents[i], now) ? 1 : 0;
+    }
+    return n;
 }
 
 static int64_t meta__obs_conns(void *arg)
@@ -159,6 +176,36 @@ static int64_t meta__obs_journal_bytes(void *arg)
 static int64_t meta__obs_failed(void *arg)
 {
     return ((struct meta_server *)arg)->failed ? 1 : 0;
+}
+
+static int64_t meta__obs_groups(void *arg)
+{
+    const struct meta_groups *gs = ((struct meta_server *)arg)->state.groups;
+    return gs != NULL ? gs->n_groups : 0;
+}
+
+/* One sample per committed offset of every group whose partition exists. */
+static void meta__obs_collect_lag(void *arg, struct rn_metric_emitter *e)
+{
+    struct meta_server *srv = arg;
+    const struct meta_groups *gs = srv->state.groups;
+    for (uint32_t g = 0; gs != NULL && g < gs->n_groups; g++) {
+        const struct meta_group *grp = gs->groups[g];
+        for (uint32_t k = 0; k < grp->n_offsets; k++) {
+            const struct meta_goffset *o = &grp->offsets[k];
+            const struct meta_topic *t =
+                meta_state_topic_by_name(&srv->state, o->topic, strlen(o->topic));
+            if (t == NULL || o->partition < 0 || (uint32_t)o->partition >= t->n_parts ||
+                o->offset < 0) {
+                continue;
+            }
+            int64_t lag = t->parts[o->partition].hwm - o->offset;
+            char part[16];
+            snprintf(part, sizeof(part), "%d", o->partition);
+            const char *v[3] = {grp->id, o->topic, part};
+            rn_metric_emit(e, v, lag > 0 ? lag : 0);
+        }
+    }
 }
 
 static bool meta__obs_ready(void *arg, char *why, size_t why_len)
@@ -185,6 +232,8 @@ void meta__obs_open(struct meta_server *srv)
     rn_metric_bind(meta__o.conns, meta__obs_conns, srv);
     rn_metric_bind(meta__o.journal_bytes, meta__obs_journal_bytes, srv);
     rn_metric_bind(meta__o.failed, meta__obs_failed, srv);
+    rn_metric_bind(meta__o.groups, meta__obs_groups, srv);
+    rn_metrics_collect(meta__o.lag_f, meta__obs_collect_lag, srv);
     rn_obs_add_check("metadata_journal", meta__obs_ready, srv);
 }
 

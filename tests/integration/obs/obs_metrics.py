@@ -9,7 +9,8 @@ scrape with `promtool check metrics`; checks the listener's answers to bad reque
 `fail` scenario: the metadata service's fdatasync fails (its test hook): it turns not ready,
 its failure gauge and fsync error counter say so, and the agent counts the refused produce; and
 an object store that fails everything for its first 3 s keeps a new agent not ready until its
-store probe gets an answer.
+store probe gets an answer; and a slow store with a 1 MiB buffer makes the agent pause reading,
+which shows in the backpressure series.
 
 `split` scenario: `runnel metadata` and `runnel agent` as separate processes, each with its own
 listener: both expose their own series, the agent is ready, and becomes not ready (503) once the
@@ -183,6 +184,21 @@ def scenario_dev(runnel, tmp):
         c.close()
         check("dev_consumed", got == n, got)
 
+        # A consumer group that read and committed 150 of the 200 records: lag 50.
+        c = Consumer({"bootstrap.servers": bs, "group.id": "obs-lag",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        c.subscribe(["obs-topic"])
+        got = 0
+        end = time.time() + 60
+        while got < 150 and time.time() < end:
+            m = c.poll(1.0)
+            if m is not None and m.error() is None:
+                got += 1
+                if got == 150:
+                    c.commit(message=m, asynchronous=False)
+        c.close()
+        check("dev_group_consumed", got == 150, got)
+
         # A fetch beyond the end: the broker answers OFFSET_OUT_OF_RANGE, counted by error name.
         c = Consumer({"bootstrap.servers": bs, "group.id": "obs2", "enable.auto.commit": False,
                       "auto.offset.reset": "latest"})
@@ -220,6 +236,12 @@ def scenario_dev(runnel, tmp):
               value(after, 'runnel_agent_response_errors_total{api="Fetch",'
                            'error="OFFSET_OUT_OF_RANGE"}') >= 1,
               [k for k in after if "response_errors" in k])
+        lag_key = ('runnel_meta_consumer_group_lag{group="obs-lag",topic="obs-topic",'
+                   'partition="0"}')
+        check("dev_consumer_lag", lag_key in after and value(after, lag_key) == n - 150,
+              [(k, v) for k, v in after.items() if "lag" in k])
+        check("dev_consumer_groups", value(after, "runnel_meta_consumer_groups") >= 1,
+              value(after, "runnel_meta_consumer_groups"))
         check("dev_conns_accepted", d("runnel_agent_connections_accepted_total") >= 2)
         check("dev_fetch_latency", any(k.startswith(
             'runnel_agent_request_duration_seconds_count{api="Fetch"') and v > 0
@@ -298,12 +320,20 @@ def scenario_split(runnel, tmp):
               not any(k.startswith("runnel_agent_") for k in ms), sorted(ms)[:10])
         agent = subprocess.Popen([runnel, "agent", "--listen", "127.0.0.1:%d" % kport,
                                   "--metadata", "127.0.0.1:%d" % mport,
-                                  "--bucket", "file://" + objects,
+                                  "--bucket", "file://" + objects, "--cluster.mode", "direct",
                                   "--http.listen", "127.0.0.1:%d" % ahttp],
                                  stdout=alog, stderr=alog)
         wait_port(ahttp, agent)
         status, body = wait_ready(ahttp)
         check("agent_readyz", status == 200, (status, body))
+        end = time.time() + 20
+        live = 0
+        while time.time() < end:
+            live = value(parse_metrics(http_get(mhttp, "/metrics")[1]), "runnel_meta_agents")
+            if live == 1:
+                break
+            time.sleep(0.2)
+        check("meta_live_agents", live == 1, live)
         subprocess.run(["kcat", "-b", "127.0.0.1:%d" % kport, "-P", "-t", "split"],
                        input=b"one\ntwo\nthree\n", timeout=30, check=False)
         a = scrape(ahttp, "agent_scrape")
@@ -426,6 +456,60 @@ def scenario_store_outage(runnel, tmp):
         alog.close()
 
 
+def scenario_backpressure(runnel, tmp):
+    """A slow store (every operation 400 ms late) and a 1 MiB buffer: producing 6 MiB must pause
+    reading, and the pause shows in the backpressure series; nothing is lost."""
+    from confluent_kafka import Producer
+    mport, kport, ahttp = free_port(), free_port(), free_port()
+    mlog = open(os.path.join(tmp, "meta-bp.log"), "w")
+    alog = open(os.path.join(tmp, "agent-bp.log"), "w")
+    objects = os.path.join(tmp, "objects-bp")
+    os.makedirs(objects)
+    meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-bp"),
+                             "--listen", "127.0.0.1:%d" % mport], stdout=mlog, stderr=mlog)
+    agent = None
+    try:
+        wait_port(mport, meta)
+        agent = subprocess.Popen([runnel, "agent", "--listen", "127.0.0.1:%d" % kport,
+                                  "--metadata", "127.0.0.1:%d" % mport,
+                                  "--bucket", "faulty+file://%s?latency_ms=400" % objects,
+                                  "--buffer.max.bytes", "1m", "--flush.bytes", "256k",
+                                  "--flush.interval.ms", "50",
+                                  "--http.listen", "127.0.0.1:%d" % ahttp],
+                                 stdout=alog, stderr=alog)
+        wait_port(kport, agent)
+        p = Producer({"bootstrap.servers": "127.0.0.1:%d" % kport, "acks": "all",
+                      "linger.ms": 5, "compression.type": "none"})
+        acked = []
+        n = 6 * 64
+        for i in range(n):
+            while True:
+                try:
+                    p.produce("bp", value=os.urandom(16 * 1024),
+                              on_delivery=lambda err, msg: acked.append(err))
+                    break
+                except BufferError:
+                    p.poll(0.1)
+        p.flush(120)
+        check("bp_all_acked", len(acked) == n and all(e is None for e in acked),
+              (len(acked), [e for e in acked if e is not None][:3]))
+        a = scrape(ahttp, "bp_scrape")
+        check("bp_paused_time", value(a, "runnel_agent_backpressure_seconds_total") > 0,
+              value(a, "runnel_agent_backpressure_seconds_total"))
+        check("bp_released", value(a, "runnel_agent_backpressure_active") == 0 and
+              value(a, "runnel_agent_buffered_bytes") == 0,
+              (value(a, "runnel_agent_backpressure_active"),
+               value(a, "runnel_agent_buffered_bytes")))
+        check("bp_produce_bytes", value(a, "runnel_agent_produce_bytes_total") >= n * 16 * 1024,
+              value(a, "runnel_agent_produce_bytes_total"))
+    finally:
+        if agent is not None:
+            stop(agent)
+        stop(meta)
+        mlog.close()
+        alog.close()
+
+
 def scenario_bad_listen(runnel, tmp):
     """A listener that cannot start is a clear start-up error (exit 1), never a hang."""
     busy = socket.socket()
@@ -470,6 +554,7 @@ def main():
         if args.scenario in ("fail", "all"):
             scenario_journal_failure(args.runnel, tmp)
             scenario_store_outage(args.runnel, tmp)
+            scenario_backpressure(args.runnel, tmp)
     except Exception as e:  # a crash of the harness is a failure, with its logs
         check("harness", False, repr(e))
     if failures:

@@ -208,6 +208,82 @@ static void test_threads(void **state)
     rn_metrics_free(r);
 }
 
+static void test_long_lines(void **state)
+{
+    struct rn_metrics *r = rn_metrics_new();
+    char name[201];
+    memset(name, 'n', 200);
+    name[200] = '\0';
+    char help[301];
+    memset(help, 'h', 300);
+    help[300] = '\0';
+    char val[100];
+    memset(val, 'v', 99);
+    val[99] = '\0';
+    rn_gauge_set(rn_metric_get1(rn_metrics_gauge(r, name, help, "l"), val), 5);
+    char *out = render(r);
+    char want[2048];
+    snprintf(want, sizeof(want), "# HELP %s %s\n# TYPE %s gauge\n%s{l=\"%s\"} 5\n", name, help,
+             name, name, val);
+    assert_string_equal(out, want);
+    free(out);
+    rn_metrics_free(r);
+}
+
+static int collect_n; /* samples the collector emits */
+
+static void collect_lag(void *arg, struct rn_metric_emitter *e)
+{
+    int *calls = arg;
+    (*calls)++;
+    for (int i = 0; i < collect_n; i++) {
+        char part[16];
+        snprintf(part, sizeof(part), "%d", i);
+        const char *v[2] = {"g\"1", part};
+        rn_metric_emit(e, v, 10 - i);
+    }
+    rn_metric_emit(e, NULL, 1); /* wrong values: dropped */
+}
+
+static void test_collector(void **state)
+{
+    struct rn_metrics *r = rn_metrics_new();
+    struct rn_metric_family *f = rn_metrics_gauge(r, "runnel_lag", "Lag.", "group,partition");
+    int calls = 0;
+    assert_int_equal(rn_metrics_collect(f, collect_lag, &calls), 0);
+    collect_n = 0;
+    char *out = render(r);
+    assert_string_equal(out, ""); /* no samples: not even the header */
+    free(out);
+    collect_n = 2;
+    out = render(r);
+    assert_string_equal(out, "# HELP runnel_lag Lag.\n"
+                             "# TYPE runnel_lag gauge\n"
+                             "runnel_lag{group=\"g\\\"1\",partition=\"0\"} 10\n"
+                             "runnel_lag{group=\"g\\\"1\",partition=\"1\"} 9\n");
+    free(out);
+    /* The cap holds per render. */
+    collect_n = RN_METRICS_MAX_SERIES + 10;
+    out = render(r);
+    int lines = 0;
+    for (char *p = out; (p = strchr(p, '\n')) != NULL; p++) {
+        lines++;
+    }
+    assert_int_equal(lines, 2 + RN_METRICS_MAX_SERIES);
+    free(out);
+    assert_int_equal(calls, 3);
+    rn_metrics_unbind(r, &calls);
+    out = render(r);
+    assert_string_equal(out, "");
+    free(out);
+    assert_int_equal(calls, 3);
+    static const uint64_t b[] = {1};
+    assert_int_equal(rn_metrics_collect(rn_metrics_histogram(r, "runnel_hh", "H.", NULL, 1, b, 1),
+                                        collect_lag, &calls),
+                     -EINVAL);
+    rn_metrics_free(r);
+}
+
 static void test_global(void **state)
 {
     struct rn_metrics *g = rn_metrics_global();
@@ -224,6 +300,8 @@ int run_test_metrics(void)
         cmocka_unit_test(test_bound_and_limits),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_global),
+        cmocka_unit_test(test_long_lines),
+        cmocka_unit_test(test_collector),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }

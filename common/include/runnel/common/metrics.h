@@ -118,9 +118,23 @@ int rn_metric_bind(struct rn_metric *m, rn_metric_fn fn, void *arg);
 void rn_metrics_unbind(struct rn_metrics *r, void *arg);
 
 /*
- * Renders every family that has at least one series, in declaration order, as Prometheus text
- * format 0.0.4 into a malloc'd NUL-terminated buffer stored in *out (length in *len; the caller
- * frees it). Returns 0 (aborts on out-of-memory).
+ * Collector families: for sets of series that come and go (consumer lag per group and
+ * partition), a counter or gauge family can be given a function that emits its samples at
+ * render time, under the registry's lock on the rendering thread, in addition to the family's
+ * ordinary series. fn calls rn_metric_emit() once per sample; at most RN_METRICS_MAX_SERIES
+ * samples are kept per render (the rest are dropped). rn_metrics_unbind(r, arg) detaches it.
+ * Returns 0, or -EINVAL for a NULL family, a histogram or a NULL fn.
+ */
+struct rn_metric_emitter;
+typedef void (*rn_metric_collect_fn)(void *arg, struct rn_metric_emitter *e);
+int rn_metrics_collect(struct rn_metric_family *f, rn_metric_collect_fn fn, void *arg);
+/* Emits one sample: as many label values as the family has label names, value in base unit. */
+void rn_metric_emit(struct rn_metric_emitter *e, const char *const *values, int64_t value);
+
+/*
+ * Renders every family that has at least one series or sample, in declaration order, as Prometheus
+ * text format 0.0.4 into a malloc'd NUL-terminated buffer stored in *out (length in *len; the
+ * caller frees it). Returns 0 (aborts on out-of-memory).
  */
 int rn_metrics_render(struct rn_metrics *r, char **out, size_t *len);
 
