@@ -16,6 +16,8 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    data (stored once), per object holding the topic (RGW bucket stats before and after writing
    it), and as a cache hit ratio: 1 - GETs / chunk-level reads, where the reads are what three
    cold readers need (every object's footer and each of its 4 partition chunks, three times).
+   "agent hits" is the agents' own view (/metrics: cache hits + lookups that joined a load in
+   flight, over all lookups), which also counts the repeated lookups of one consumer's fetches.
 
    cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96]
 MB = 10^6 bytes of values; MiB = 2^20.
@@ -125,6 +127,19 @@ def rgw_counters(cl):
     return {"get": r["get"], "put": r["put"]}
 
 
+def agent_cache(cl):
+    """Summed over the three agents: chunk cache hits, misses, merged lookups, store GETs."""
+    tot = {"hits": 0, "misses": 0, "merged": 0, "gets": 0}
+    names = {"hits": "runnel_agent_cache_hits_total", "misses": "runnel_agent_cache_misses_total",
+             "merged": "runnel_agent_cache_merged_total",
+             "gets": "runnel_agent_cache_store_gets_total"}
+    for i in range(3):
+        m = cl.metrics(i)
+        for k, n in names.items():
+            tot[k] += m.get(n, 0)
+    return tot
+
+
 def restart_agents(cl, mode):
     cl.stop_agents()
     cl.mode = mode
@@ -217,23 +232,28 @@ def main():
         # footer and its PARTS chunks once (every object holds all PARTS partitions: one producer
         # spreads records over them in turn). Hits are the reads no GET was needed for.
         reads = 3 * objs * (PARTS + 1) if objs else None
-        print("%-8s %9s %8s %13s %13s %12s %10s %8s" % (
+        print("%-8s %9s %8s %13s %13s %12s %10s %10s %8s" % (
             "mode", "MiB read", "GETs", "GETs/MiB read", "GETs/MiB data", "GETs/object",
-            "hit ratio", "MB/s"))
+            "hit ratio", "agent hits", "MB/s"))
         for mode in ("solo", "direct"):
             restart_agents(cl, mode)
             c0 = rgw_counters(cl)
+            a0 = agent_cache(cl)
             cid = None if mode == "solo" else "bench"
             res = run_workers([["consume", addrs[i], topic, PARTS] + ([cid] if cid else [])
                                for i in range(3)])
             c1 = rgw_counters(cl)
+            a1 = agent_cache(cl)
+            d = {k: a1[k] - a0[k] for k in a1}
+            lookups = d["hits"] + d["misses"] + d["merged"]
+            agent_hits = "%.0f%%" % (100.0 * (d["hits"] + d["merged"]) / lookups) if lookups else "?"
             mbps, total, _ = aggregate(res)
             mib = total / 1048576
             gets = c1["get"] - c0["get"]
-            print("%-8s %9.1f %8d %13.3f %13.3f %12s %10s %8.1f%s" % (
+            print("%-8s %9.1f %8d %13.3f %13.3f %12s %10s %10s %8.1f%s" % (
                 "lb" if mode == "solo" else mode, mib, gets, gets / mib, gets / args.read_mib,
                 "%.2f" % (gets / objs) if objs else "?",
-                "%.0f%%" % (100.0 * (1 - gets / reads)) if reads else "?", mbps,
+                "%.0f%%" % (100.0 * (1 - gets / reads)) if reads else "?", agent_hits, mbps,
                 "  INCOMPLETE" if any(r["incomplete"] for r in res) else ""), flush=True)
         cl.stop_agents()
     return 0
