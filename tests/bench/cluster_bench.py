@@ -7,7 +7,11 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    send to agent (i mod N); then three consumer processes (assign(), no group) read each topic
    back through agent ((i + 1) mod N) with the agents restarted first, so reads come from the
    store. Aggregate MB/s = all bytes / (last end - first start). The client load is the same for
-   every N; agents are in load-balancer mode, each advertising itself (no balancer).
+   every N; agents are in load-balancer mode, each advertising itself (no balancer). Rounds
+   interleave N = 1, 2, 3 so that load from elsewhere on the machine hits every N alike; the
+   median per N is reported, with the busiest agent's CPU (share of one core during the produce
+   phase, from /proc) and the agents' mean commit latency (their /metrics), which show whether
+   one agent or the metadata service is what limits.
 2. Three consumers reading the same topic through three different agents (cold caches, the
    topic written through agent 1 beforehand, agents restarted): once with each consumer held to
    its own agent (load-balancer mode: every agent reads every object) and once in direct mode
@@ -19,7 +23,7 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    "agent hits" is the agents' own view (/metrics: cache hits + lookups that joined a load in
    flight, over all lookups), which also counts the repeated lookups of one consumer's fetches.
 
-   cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96]
+   cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96] [--rounds 3]
 MB = 10^6 bytes of values; MiB = 2^20.
 """
 
@@ -127,6 +131,28 @@ def rgw_counters(cl):
     return {"get": r["get"], "put": r["put"]}
 
 
+def agent_cpu(cl):
+    """CPU seconds (user + system) of each running agent process, by slot."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for i, a in enumerate(cl.agents[:3]):
+        if a.proc is not None:
+            with open("/proc/%d/stat" % a.proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[i] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def commit_stats(cl, n):
+    """(commits, mean commit latency in ms) summed over agents 0..n-1 (/metrics)."""
+    cnt, tot = 0.0, 0.0
+    for i in range(n):
+        m = cl.metrics(i)
+        cnt += m.get("runnel_agent_commit_duration_seconds_count", 0)
+        tot += m.get("runnel_agent_commit_duration_seconds_sum", 0)
+    return cnt, tot
+
+
 def agent_cache(cl):
     """Summed over the three agents: chunk cache hits, misses, merged lookups, store GETs."""
     tot = {"hits": 0, "misses": 0, "merged": 0, "gets": 0}
@@ -174,6 +200,10 @@ def main():
     ap.add_argument("--runnel")
     ap.add_argument("--mib", type=int, default=64, help="MiB per producer per run")
     ap.add_argument("--read-mib", type=int, default=96, help="MiB of the shared-read topic")
+    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds (median reported)")
+    ap.add_argument("--meta-on-shm", action="store_true",
+                    help="metadata journal on /dev/shm (fsync free): takes the disk out of the "
+                         "figures, not a durable setup")
     ap.add_argument("--worker", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     if args.worker:
@@ -193,31 +223,65 @@ def main():
           "RGW memstore, %d KiB values, %d partitions per topic; load average %s"
           % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), VALUE // 1024, PARTS,
              open("/proc/loadavg").read().split()[:3]), flush=True)
-    with ManyAgents(args.runnel, mode="solo",
-                    extra=["--flush-interval-ms", "250", "--log-level", "warn"]) as cl:
+    cl = ManyAgents(args.runnel, mode="solo",
+                    extra=["--flush-interval-ms", "250", "--log-level", "warn"])
+    shm = None
+    if args.meta_on_shm:
+        import shutil
+        import tempfile
+        shm = tempfile.mkdtemp(prefix="runnel-bench-meta-", dir="/dev/shm")
+        cl.meta_dir = shm
+        print("metadata journal on %s (tmpfs: fsync costs nothing)" % shm)
+    try:
+        return run(cl, args, tag)
+    finally:
+        if shm:
+            shutil.rmtree(shm, ignore_errors=True)
+
+
+def run(cl, args, tag):
+    with cl:
         addrs = [a.addr for a in cl.agents[:3]]
         print("\n== aggregate throughput, 3 producers then 3 consumers (cold caches) ==")
-        print("%-7s %12s %12s %10s %10s" % ("agents", "produce MB/s", "consume MB/s", "PUTs",
-                                              "GETs"))
+        print("%-6s %-7s %12s %12s %6s %6s %16s %14s" % (
+            "round", "agents", "produce MB/s", "consume MB/s", "PUTs", "GETs",
+            "busiest agent CPU", "commit ms mean"))
+        figs = {1: [], 2: [], 3: []}
+        for rnd in range(args.rounds):  # interleaved, so load from elsewhere hits every N alike
+            for n in (1, 2, 3):
+                topics = ["bench-%s-r%d-n%d-%d" % (tag, rnd, n, i) for i in range(3)]
+                for t in topics:
+                    create(addrs[0], t, PARTS)
+                c0 = rgw_counters(cl)
+                u0 = agent_cpu(cl)
+                k0 = commit_stats(cl, n)
+                prod = run_workers([["produce", addrs[i % n], topics[i], args.mib]
+                                    for i in range(3)])
+                u1 = agent_cpu(cl)
+                k1 = commit_stats(cl, n)
+                c1 = rgw_counters(cl)
+                restart_agents(cl, "solo")
+                c2 = rgw_counters(cl)
+                cons = run_workers([["consume", addrs[(i + 1) % n], topics[i], PARTS]
+                                    for i in range(3)])
+                c3 = rgw_counters(cl)
+                pm, _, wall = aggregate(prod)
+                cm, _, _ = aggregate(cons)
+                figs[n].append((pm, cm))
+                busiest = max(u1[i] - u0[i] for i in range(n)) / wall
+                commits = k1[0] - k0[0]
+                cmean = 1000.0 * (k1[1] - k0[1]) / commits if commits else 0.0
+                bad = sum(r["failed"] for r in prod) + sum(r["incomplete"] for r in cons)
+                print("%-6d %-7d %12.1f %12.1f %6d %6d %15.0f%% %14.2f%s" % (
+                    rnd + 1, n, pm, cm, c1["put"] - c0["put"], c3["get"] - c2["get"],
+                    100.0 * busiest, cmean, "  ERRORS %d" % bad if bad else ""), flush=True)
+        print("median over %d rounds:" % args.rounds)
         for n in (1, 2, 3):
-            topics = ["bench-%s-n%d-%d" % (tag, n, i) for i in range(3)]
-            for t in topics:
-                create(addrs[0], t, PARTS)
-            c0 = rgw_counters(cl)
-            prod = run_workers([["produce", addrs[i % n], topics[i], args.mib] for i in range(3)])
-            c1 = rgw_counters(cl)
-            restart_agents(cl, "solo")
-            c2 = rgw_counters(cl)
-            cons = run_workers([["consume", addrs[(i + 1) % n], topics[i], PARTS]
-                                for i in range(3)])
-            c3 = rgw_counters(cl)
-            pm, _, _ = aggregate(prod)
-            cm, cbytes, _ = aggregate(cons)
-            bad = sum(r["failed"] for r in prod) + sum(r["incomplete"] for r in cons)
-            print("%-7d %12.1f %12.1f %10d %10d%s" % (n, pm, cm, c1["put"] - c0["put"],
-                                                       c3["get"] - c2["get"],
-                                                       "  ERRORS %d" % bad if bad else ""),
-                  flush=True)
+            pm = sorted(f[0] for f in figs[n])[len(figs[n]) // 2]
+            cm = sorted(f[1] for f in figs[n])[len(figs[n]) // 2]
+            print("       %-7d %12.1f %12.1f   (%.2fx / %.2fx the 1-agent medians)" % (
+                n, pm, cm, pm / sorted(f[0] for f in figs[1])[len(figs[1]) // 2],
+                cm / sorted(f[1] for f in figs[1])[len(figs[1]) // 2]), flush=True)
 
         print("\n== three consumers, same topic, three different agents (cold caches) ==")
         topic = "bench-%s-shared" % tag
