@@ -56,6 +56,7 @@ class ManyAgents(SplitCluster):
         self.agents = [Agent(i + 1, free_port(), zones[i]) for i in range(agents + spare)]
         self.n_start = agents
         self.hport = free_port()
+        self.meta_http = free_port()  # the metadata service's /metrics
         self.haproxy = None
         self.sock = os.path.join(self.tmp, "haproxy.sock")
         if mode == "lb":
@@ -64,6 +65,15 @@ class ManyAgents(SplitCluster):
             self.bootstrap = self.agents[0].addr
 
     # ---- processes ----
+
+    def start_metadata(self):
+        os.makedirs(self.meta_dir, exist_ok=True)
+        self.meta = subprocess.Popen(
+            [self.runnel, "metadata", "--listen", "127.0.0.1:%d" % self.mport,
+             "--data-dir", self.meta_dir, "--http-listen", "127.0.0.1:%d" % self.meta_http],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=self.log("metadata"),
+            stderr=subprocess.STDOUT)
+        wait_port("127.0.0.1", self.mport, 30, self.meta)
 
     def start_agent_idx(self, i):
         ag = self.agents[i]
@@ -164,9 +174,11 @@ class ManyAgents(SplitCluster):
         return out
 
     def metrics(self, i):
-        """Agent i's /metrics as {'name{labels}': value} (unlabelled names have no braces)."""
+        """Agent i's /metrics (i = "metadata": the metadata service's) as {'name{labels}': value}
+        (unlabelled names have no braces)."""
         import urllib.request
-        url = "http://127.0.0.1:%d/metrics" % self.agents[i].http
+        port = self.meta_http if i == "metadata" else self.agents[i].http
+        url = "http://127.0.0.1:%d/metrics" % port
         text = urllib.request.urlopen(url, timeout=10).read().decode()
         out = {}
         for line in text.splitlines():
