@@ -7,7 +7,12 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    send to agent (i mod N); then three consumer processes (assign(), no group) read each topic
    back through agent ((i + 1) mod N) with the agents restarted first, so reads come from the
    store. Aggregate MB/s = all bytes / (last end - first start). The client load is the same for
-   every N; agents are in load-balancer mode, each advertising itself (no balancer).
+   every N; agents are in load-balancer mode, each advertising itself (no balancer). Rounds
+   interleave N = 1, 2, 3 so that load from elsewhere on the machine hits every N alike; the
+   median per N is reported, with the busiest agent's CPU (share of one core during the produce
+   phase, from /proc) and the mean commit latency as the agents time the RPC and as the metadata
+   service times handling it (both /metrics), which show whether one agent or the metadata
+   service is what limits.
 2. Three consumers reading the same topic through three different agents (cold caches, the
    topic written through agent 1 beforehand, agents restarted): once with each consumer held to
    its own agent (load-balancer mode: every agent reads every object) and once in direct mode
@@ -16,8 +21,10 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    data (stored once), per object holding the topic (RGW bucket stats before and after writing
    it), and as a cache hit ratio: 1 - GETs / chunk-level reads, where the reads are what three
    cold readers need (every object's footer and each of its 4 partition chunks, three times).
+   "agent hits" is the agents' own view (/metrics: cache hits + lookups that joined a load in
+   flight, over all lookups), which also counts the repeated lookups of one consumer's fetches.
 
-   cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96]
+   cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96] [--rounds 3]
 MB = 10^6 bytes of values; MiB = 2^20.
 """
 
@@ -125,6 +132,44 @@ def rgw_counters(cl):
     return {"get": r["get"], "put": r["put"]}
 
 
+def agent_cpu(cl):
+    """CPU seconds (user + system) of each running agent process, by slot."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for i, a in enumerate(cl.agents[:3]):
+        if a.proc is not None:
+            with open("/proc/%d/stat" % a.proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[i] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def commit_stats(cl, n):
+    """(commits, seconds) summed over agents 0..n-1 as the agents time the commit RPC, and
+    (commits, seconds) as the metadata service times handling them (both /metrics)."""
+    cnt, tot = 0.0, 0.0
+    for i in range(n):
+        m = cl.metrics(i)
+        cnt += m.get("runnel_agent_commit_duration_seconds_count", 0)
+        tot += m.get("runnel_agent_commit_duration_seconds_sum", 0)
+    m = cl.metrics("metadata")
+    return (cnt, tot, m.get('runnel_meta_request_duration_seconds_count{api="MetaCommit"}', 0),
+            m.get('runnel_meta_request_duration_seconds_sum{api="MetaCommit"}', 0))
+
+
+def agent_cache(cl):
+    """Summed over the three agents: chunk cache hits, misses, merged lookups, store GETs."""
+    tot = {"hits": 0, "misses": 0, "merged": 0, "gets": 0}
+    names = {"hits": "runnel_agent_cache_hits_total", "misses": "runnel_agent_cache_misses_total",
+             "merged": "runnel_agent_cache_merged_total",
+             "gets": "runnel_agent_cache_store_gets_total"}
+    for i in range(3):
+        m = cl.metrics(i)
+        for k, n in names.items():
+            tot[k] += m.get(n, 0)
+    return tot
+
+
 def restart_agents(cl, mode):
     cl.stop_agents()
     cl.mode = mode
@@ -159,6 +204,10 @@ def main():
     ap.add_argument("--runnel")
     ap.add_argument("--mib", type=int, default=64, help="MiB per producer per run")
     ap.add_argument("--read-mib", type=int, default=96, help="MiB of the shared-read topic")
+    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds (median reported)")
+    ap.add_argument("--meta-on-shm", action="store_true",
+                    help="metadata journal on /dev/shm (fsync free): takes the disk out of the "
+                         "figures, not a durable setup")
     ap.add_argument("--worker", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     if args.worker:
@@ -178,31 +227,68 @@ def main():
           "RGW memstore, %d KiB values, %d partitions per topic; load average %s"
           % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), VALUE // 1024, PARTS,
              open("/proc/loadavg").read().split()[:3]), flush=True)
-    with ManyAgents(args.runnel, mode="solo",
-                    extra=["--flush-interval-ms", "250", "--log-level", "warn"]) as cl:
+    cl = ManyAgents(args.runnel, mode="solo",
+                    extra=["--flush-interval-ms", "250", "--log-level", "warn"])
+    shm = None
+    if args.meta_on_shm:
+        import shutil
+        import tempfile
+        shm = tempfile.mkdtemp(prefix="runnel-bench-meta-", dir="/dev/shm")
+        cl.meta_dir = shm
+        print("metadata journal on %s (tmpfs: fsync costs nothing)" % shm)
+    try:
+        return run(cl, args, tag)
+    finally:
+        if shm:
+            shutil.rmtree(shm, ignore_errors=True)
+
+
+def run(cl, args, tag):
+    with cl:
         addrs = [a.addr for a in cl.agents[:3]]
         print("\n== aggregate throughput, 3 producers then 3 consumers (cold caches) ==")
-        print("%-7s %12s %12s %10s %10s" % ("agents", "produce MB/s", "consume MB/s", "PUTs",
-                                              "GETs"))
+        print("%-6s %-7s %12s %12s %6s %6s %16s %26s" % (
+            "round", "agents", "produce MB/s", "consume MB/s", "PUTs", "GETs",
+            "busiest agent CPU", "commit ms mean agent/meta"))
+        figs = {1: [], 2: [], 3: []}
+        for rnd in range(args.rounds):  # interleaved, so load from elsewhere hits every N alike
+            for n in (1, 2, 3):
+                topics = ["bench-%s-r%d-n%d-%d" % (tag, rnd, n, i) for i in range(3)]
+                for t in topics:
+                    create(addrs[0], t, PARTS)
+                c0 = rgw_counters(cl)
+                u0 = agent_cpu(cl)
+                k0 = commit_stats(cl, n)
+                prod = run_workers([["produce", addrs[i % n], topics[i], args.mib]
+                                    for i in range(3)])
+                u1 = agent_cpu(cl)
+                k1 = commit_stats(cl, n)
+                c1 = rgw_counters(cl)
+                restart_agents(cl, "solo")
+                c2 = rgw_counters(cl)
+                cons = run_workers([["consume", addrs[(i + 1) % n], topics[i], PARTS]
+                                    for i in range(3)])
+                c3 = rgw_counters(cl)
+                pm, _, wall = aggregate(prod)
+                cm, _, _ = aggregate(cons)
+                figs[n].append((pm, cm))
+                busiest = max(u1[i] - u0[i] for i in range(n)) / wall
+                commits = k1[0] - k0[0]
+                cmean = 1000.0 * (k1[1] - k0[1]) / commits if commits else 0.0
+                mcommits = k1[2] - k0[2]
+                mmean = 1000.0 * (k1[3] - k0[3]) / mcommits if mcommits else 0.0
+                bad = sum(r["failed"] for r in prod) + sum(r["incomplete"] for r in cons)
+                print("%-6d %-7d %12.1f %12.1f %6d %6d %15.0f%% %17.1f / %6.1f%s" % (
+                    rnd + 1, n, pm, cm, c1["put"] - c0["put"], c3["get"] - c2["get"],
+                    100.0 * busiest, cmean, mmean, "  ERRORS %d" % bad if bad else ""),
+                      flush=True)
+        print("median over %d rounds:" % args.rounds)
         for n in (1, 2, 3):
-            topics = ["bench-%s-n%d-%d" % (tag, n, i) for i in range(3)]
-            for t in topics:
-                create(addrs[0], t, PARTS)
-            c0 = rgw_counters(cl)
-            prod = run_workers([["produce", addrs[i % n], topics[i], args.mib] for i in range(3)])
-            c1 = rgw_counters(cl)
-            restart_agents(cl, "solo")
-            c2 = rgw_counters(cl)
-            cons = run_workers([["consume", addrs[(i + 1) % n], topics[i], PARTS]
-                                for i in range(3)])
-            c3 = rgw_counters(cl)
-            pm, _, _ = aggregate(prod)
-            cm, cbytes, _ = aggregate(cons)
-            bad = sum(r["failed"] for r in prod) + sum(r["incomplete"] for r in cons)
-            print("%-7d %12.1f %12.1f %10d %10d%s" % (n, pm, cm, c1["put"] - c0["put"],
-                                                       c3["get"] - c2["get"],
-                                                       "  ERRORS %d" % bad if bad else ""),
-                  flush=True)
+            pm = sorted(f[0] for f in figs[n])[len(figs[n]) // 2]
+            cm = sorted(f[1] for f in figs[n])[len(figs[n]) // 2]
+            print("       %-7d %12.1f %12.1f   (%.2fx / %.2fx the 1-agent medians)" % (
+                n, pm, cm, pm / sorted(f[0] for f in figs[1])[len(figs[1]) // 2],
+                cm / sorted(f[1] for f in figs[1])[len(figs[1]) // 2]), flush=True)
 
         print("\n== three consumers, same topic, three different agents (cold caches) ==")
         topic = "bench-%s-shared" % tag
@@ -217,23 +303,28 @@ def main():
         # footer and its PARTS chunks once (every object holds all PARTS partitions: one producer
         # spreads records over them in turn). Hits are the reads no GET was needed for.
         reads = 3 * objs * (PARTS + 1) if objs else None
-        print("%-8s %9s %8s %13s %13s %12s %10s %8s" % (
+        print("%-8s %9s %8s %13s %13s %12s %10s %10s %8s" % (
             "mode", "MiB read", "GETs", "GETs/MiB read", "GETs/MiB data", "GETs/object",
-            "hit ratio", "MB/s"))
+            "hit ratio", "agent hits", "MB/s"))
         for mode in ("solo", "direct"):
             restart_agents(cl, mode)
             c0 = rgw_counters(cl)
+            a0 = agent_cache(cl)
             cid = None if mode == "solo" else "bench"
             res = run_workers([["consume", addrs[i], topic, PARTS] + ([cid] if cid else [])
                                for i in range(3)])
             c1 = rgw_counters(cl)
+            a1 = agent_cache(cl)
+            d = {k: a1[k] - a0[k] for k in a1}
+            lookups = d["hits"] + d["misses"] + d["merged"]
+            agent_hits = "%.0f%%" % (100.0 * (d["hits"] + d["merged"]) / lookups) if lookups else "?"
             mbps, total, _ = aggregate(res)
             mib = total / 1048576
             gets = c1["get"] - c0["get"]
-            print("%-8s %9.1f %8d %13.3f %13.3f %12s %10s %8.1f%s" % (
+            print("%-8s %9.1f %8d %13.3f %13.3f %12s %10s %10s %8.1f%s" % (
                 "lb" if mode == "solo" else mode, mib, gets, gets / mib, gets / args.read_mib,
                 "%.2f" % (gets / objs) if objs else "?",
-                "%.0f%%" % (100.0 * (1 - gets / reads)) if reads else "?", mbps,
+                "%.0f%%" % (100.0 * (1 - gets / reads)) if reads else "?", agent_hits, mbps,
                 "  INCOMPLETE" if any(r["incomplete"] for r in res) else ""), flush=True)
         cl.stop_agents()
     return 0

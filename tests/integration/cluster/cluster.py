@@ -10,7 +10,8 @@ in TCP mode in front of them.
   ManyAgents(runnel, mode="solo")    load-balancer mode without a balancer: each agent is a
                                      one-broker cluster at its own address (benchmarks)
 
-HAProxy is driven through its runtime API (a unix socket): `only(i)` puts every other server in
+Every agent serves /metrics and /readyz on its own HTTP port; HAProxy health-checks agents with
+GET /readyz and is driven through its runtime API (a unix socket): `only(i)` puts every other server in
 maintenance so new connections go to agent i while established ones carry on, `sessions()`
 reads each server's current and total session counts. Every wait is bounded.
 """
@@ -36,6 +37,7 @@ class Agent:
     def __init__(self, idx, port, zone):
         self.idx = idx      # 1-based slot, also the HAProxy server name a<idx>
         self.port = port
+        self.http = free_port()  # /metrics, /healthz, /readyz
         self.zone = zone
         self.proc = None
         self.started = False
@@ -54,6 +56,7 @@ class ManyAgents(SplitCluster):
         self.agents = [Agent(i + 1, free_port(), zones[i]) for i in range(agents + spare)]
         self.n_start = agents
         self.hport = free_port()
+        self.meta_http = free_port()  # the metadata service's /metrics
         self.haproxy = None
         self.sock = os.path.join(self.tmp, "haproxy.sock")
         if mode == "lb":
@@ -63,12 +66,21 @@ class ManyAgents(SplitCluster):
 
     # ---- processes ----
 
+    def start_metadata(self):
+        os.makedirs(self.meta_dir, exist_ok=True)
+        self.meta = subprocess.Popen(
+            [self.runnel, "metadata", "--listen", "127.0.0.1:%d" % self.mport,
+             "--data-dir", self.meta_dir, "--http-listen", "127.0.0.1:%d" % self.meta_http],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=self.log("metadata"),
+            stderr=subprocess.STDOUT)
+        wait_port("127.0.0.1", self.mport, 30, self.meta)
+
     def start_agent_idx(self, i):
         ag = self.agents[i]
         ag.started = True
         args = [self.runnel, "agent", "--listen", ag.addr,
                 "--metadata", "127.0.0.1:%d" % self.mport, "--bucket", self.bucket_url,
-                "--flush-interval-ms", "100"]
+                "--flush-interval-ms", "100", "--http-listen", "127.0.0.1:%d" % ag.http]
         if self.mode == "lb":
             args += ["--advertise", self.bootstrap, "--cluster-mode", "lb"]
         elif self.mode == "solo":
@@ -115,10 +127,11 @@ class ManyAgents(SplitCluster):
             "    default_backend agents",
             "backend agents",
             "    balance roundrobin",
+            "    option httpchk GET /readyz",  # ready: the store and the metadata service answer
             "    default-server check inter 200ms fall 1 rise 1",
         ]
         for ag in self.agents:
-            lines.append("    server a%d %s" % (ag.idx, ag.addr))
+            lines.append("    server a%d %s port %d" % (ag.idx, ag.addr, ag.http))
         with open(cfg, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdin=subprocess.DEVNULL,
@@ -158,6 +171,20 @@ class ManyAgents(SplitCluster):
             if ag.proc is not None:
                 out[ag.idx] = stop_process(ag.proc)
                 ag.proc = None
+        return out
+
+    def metrics(self, i):
+        """Agent i's /metrics (i = "metadata": the metadata service's) as {'name{labels}': value}
+        (unlabelled names have no braces)."""
+        import urllib.request
+        port = self.meta_http if i == "metadata" else self.agents[i].http
+        url = "http://127.0.0.1:%d/metrics" % port
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k] = float(v)
         return out
 
     # ---- HAProxy runtime API ----
@@ -210,7 +237,7 @@ class ManyAgents(SplitCluster):
         while time.monotonic() < deadline:
             st = self.stats()
             if all(st.get(i, {}).get("status", "").startswith("UP") and
-                   st[i]["check"].startswith("L4OK") for i in idx):
+                   st[i]["check"].startswith("L7OK") for i in idx):
                 return
             time.sleep(0.1)
         raise RuntimeError("HAProxy does not see agents %s up: %s" % (idx, self.stats()))

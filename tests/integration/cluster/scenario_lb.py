@@ -21,6 +21,8 @@ Checks:
                              the same log
   kafkajs-through-kill       kafkajs produces through HAProxy after the kills (on the agents left)
 
+  readyz-drives-haproxy      HAProxy health-checks GET /readyz: SIGKILL the metadata service and
+                             every agent leaves rotation; restart it and they return and serve
   clean-exit                 every agent still running exits 0 on SIGTERM
 
   scenario_lb.py --runnel build/x/agent/runnel [--seconds 12]
@@ -312,6 +314,33 @@ def kafkajs_after(cl):
                        "partition %d" % p, first_offset=0)
 
 
+def readiness(cl):
+    """HAProxy checks GET /readyz: without the metadata service every agent reports not ready and
+    HAProxy takes it out; once the service is back they return and serve."""
+    cl.all_ready()
+    live = [i for i, a in enumerate(cl.agents) if a.proc is not None]
+    cl.wait_up(live)
+    cl.meta.kill()
+    cl.meta.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while True:
+        st = cl.stats()
+        if all(st[i]["status"].startswith("DOWN") for i in live):
+            break
+        expect(time.monotonic() < deadline, "agents still in rotation without the metadata "
+               "service: %s" % st)
+        time.sleep(0.2)
+    cl.start_metadata()
+    cl.wait_up(live, timeout=30)
+    a = ConfluentAdapter(cl.bootstrap)
+    topic = unique("lb-ready")
+    expect(a.create_topic(topic, 1, {}) is None, "create topic after the metadata restart")
+    recs = checks.gen_records(a, topic, 1, 20)
+    checks.verify_acks(recs, a.produce(topic, recs), base={0: 0})
+    checks.compare(a.consume(topic, 0, "beginning", 20, 30), recs, "after readiness returned",
+                   first_offset=0)
+
+
 def clean_exit(cl):
     codes = cl.stop_agents()
     expect(codes and all(c == 0 for c in codes.values()),
@@ -344,6 +373,7 @@ def main():
         if "kafkajs" in clients:
             cl.all_ready()
             rep.run("kafkajs-through-kill", kafkajs_after, cl)
+        rep.run("readyz-drives-haproxy", readiness, cl)
         rep.run("clean-exit", clean_exit, cl)
         rep.keep_on_failure(cl)
     return rep.summary()
