@@ -8,8 +8,9 @@ confluent-kafka-python and kafka-python, node/group_worker.mjs for kafkajs and
   resume     after the members stop, the committed offsets are the end offsets; records produced
              afterwards are consumed by a new member starting exactly there
   kill       a member killed with SIGKILL has its partitions reassigned to the survivor within
-             session timeout (6 s) + 10 s
-  static     (clients with group.instance.id) a static member restarted inside its session
+             session timeout (6 s) + 10 s; then a new member triggers a rebalance and the two
+             share the partitions
+  static     (confluent, @platformatic, kcat: group.instance.id) a static member restarted inside its session
              timeout gets its old assignment back and the other member sees no rebalance
   cooperative (confluent) with cooperative-sticky, a third member takes partitions only from
              the others, who keep the rest
@@ -118,7 +119,9 @@ class Worker:
             cmd = ["kcat", "-b", bootstrap, "-G", group, "-f", "%p %o\\n", "-u",
                    "-X", "session.timeout.ms=%d" % SESSION_MS, "-X", "heartbeat.interval.ms=500",
                    "-X", "auto.offset.reset=earliest", "-X", "auto.commit.interval.ms=300",
-                   "-X", "topic.metadata.refresh.interval.ms=2000", topic]
+                   "-X", "topic.metadata.refresh.interval.ms=2000"]
+            cmd += ["-X", "group.instance.id=" + instance] if instance else []
+            cmd += [topic]
             cwd = None
             auto_commit, commit = True, False
         if client != "kcat":
@@ -322,13 +325,16 @@ def check_kill(cl, client):
                  "the survivor to own every partition", ws[:1])
         took = time.monotonic() - t0
         expect(took <= limit, "reassignment took %.1f s, more than session timeout + 10 s" % took)
+        # A new member triggers a rebalance: the survivor gives up part of its partitions.
+        ws[1] = Worker(client, cl.bootstraps[2], topic, group)
+        settle(ws)
     finally:
         for w in ws:
             w.term()
 
 
 def check_static(cl, client):
-    if client not in ("confluent", "platformatic"):
+    if client not in ("confluent", "platformatic", "kcat"):
         raise Skip("the client has no group.instance.id")
     topic, group = unique("gst"), unique("g")
     create_topic(cl.bootstraps[0], topic)
