@@ -253,6 +253,8 @@ void meta__groups_open(struct meta_server *srv)
         seed = meta__mono_ns();
     }
     gs->id_seed = seed;
+    gs->initial_delay_ms = srv->opt.group_initial_delay_ms >= 0 ? srv->opt.group_initial_delay_ms
+                                                                : META_GROUP_INITIAL_DELAY_MS;
     kp_arena_init(&srv->garena, 64u << 20);
     uv_timer_init(srv->loop, &srv->group_timer);
     srv->group_timer.data = srv;

@@ -80,6 +80,15 @@ static bool meta__gnonempty(struct kp_str s)
     return s.len > 0;
 }
 
+/* A group id we store: not null, at most META_GROUP_ID_MAX bytes, no NUL byte (ids are kept as
+ * C strings; two ids differing after a NUL would collide in a snapshot). Empty is allowed (Kafka
+ * accepts "" for offset commits and fetches). */
+static bool meta__gid_ok(struct kp_str id)
+{
+    return id.len >= 0 && id.len <= META_GROUP_ID_MAX &&
+           (id.len == 0 || memchr(id.ptr, '\0', (size_t)id.len) == NULL);
+}
+
 static void meta__gset(char **dst, const char *src)
 {
     if (*dst == src) {
@@ -674,7 +683,7 @@ void meta_group_join(struct meta_groups *gs, int64_t now, const struct meta_gjoi
                      struct meta_gwait w)
 {
     w.active = true;
-    if (!meta__gnonempty(j->group_id) || j->group_id.len > META_GROUP_ID_MAX) {
+    if (!meta__gnonempty(j->group_id) || !meta__gid_ok(j->group_id)) {
         meta__gjoin_error(gs, w, KP_ERROR_INVALID_GROUP_ID, NULL);
         return;
     }
@@ -786,7 +795,7 @@ void meta_group_sync(struct meta_groups *gs, int64_t now, struct kp_str group_id
 {
     w.active = true;
     *stored = false;
-    if (!meta__gnonempty(group_id)) {
+    if (!meta__gnonempty(group_id) || !meta__gid_ok(group_id)) {
         meta__gsync_answer(gs, w, KP_ERROR_INVALID_GROUP_ID, NULL, NULL);
         return;
     }
@@ -870,7 +879,7 @@ void meta_group_sync(struct meta_groups *gs, int64_t now, struct kp_str group_id
 int16_t meta_group_heartbeat(struct meta_groups *gs, int64_t now, struct kp_str group_id,
                              int32_t generation, struct kp_str member_id, struct kp_str instance_id)
 {
-    if (!meta__gnonempty(group_id)) {
+    if (!meta__gnonempty(group_id) || !meta__gid_ok(group_id)) {
         return KP_ERROR_INVALID_GROUP_ID;
     }
     struct meta_group *g = meta__gfind(gs, group_id);
@@ -904,7 +913,7 @@ int16_t meta_group_leave(struct meta_groups *gs, int64_t now, struct kp_str grou
                          struct kp_str member_id, struct kp_str instance_id, int16_t *group_error)
 {
     *group_error = 0;
-    if (!meta__gnonempty(group_id)) {
+    if (!meta__gnonempty(group_id) || !meta__gid_ok(group_id)) {
         *group_error = KP_ERROR_INVALID_GROUP_ID;
         return KP_ERROR_INVALID_GROUP_ID;
     }
@@ -1009,7 +1018,7 @@ int16_t meta_group_commit_check(struct meta_groups *gs, int64_t now, struct kp_s
                                 int32_t generation, struct kp_str member_id,
                                 struct kp_str instance_id)
 {
-    if (group_id.len < 0 || group_id.len > META_GROUP_ID_MAX) {
+    if (!meta__gid_ok(group_id)) {
         return KP_ERROR_INVALID_GROUP_ID;
     }
     struct meta_group *g = meta__gfind(gs, group_id);
@@ -1039,7 +1048,7 @@ int16_t meta_group_commit_check(struct meta_groups *gs, int64_t now, struct kp_s
 
 int16_t meta_group_delete_check(const struct meta_groups *gs, struct kp_str group_id)
 {
-    if (group_id.len < 0) {
+    if (!meta__gid_ok(group_id)) {
         return KP_ERROR_INVALID_GROUP_ID;
     }
     const struct meta_group *g = meta__gfind(gs, group_id);
@@ -1051,7 +1060,7 @@ int16_t meta_group_delete_check(const struct meta_groups *gs, struct kp_str grou
 
 int16_t meta_group_offset_delete_check(const struct meta_groups *gs, struct kp_str group_id)
 {
-    if (group_id.len < 0) {
+    if (!meta__gid_ok(group_id)) {
         return KP_ERROR_INVALID_GROUP_ID;
     }
     const struct meta_group *g = meta__gfind(gs, group_id);
@@ -1129,7 +1138,7 @@ static struct meta_group *meta__gpersisted(struct meta_groups *gs, struct kp_str
 void meta_groups_apply_commit(struct meta_groups *gs, int64_t now, struct kp_str group_id,
                               const struct meta_goffset_in *o, uint32_t n)
 {
-    if (group_id.len < 0) {
+    if (!meta__gid_ok(group_id)) {
         return;
     }
     struct meta_group *g = meta__gpersisted(gs, group_id);
@@ -1188,7 +1197,7 @@ void meta_groups_apply_generation(struct meta_groups *gs, struct kp_str group_id
                                   int32_t generation, struct kp_str protocol_type,
                                   struct kp_str protocol, struct kp_str leader)
 {
-    if (group_id.len < 0) {
+    if (!meta__gid_ok(group_id)) {
         return;
     }
     struct meta_group *g = meta__gpersisted(gs, group_id);

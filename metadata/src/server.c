@@ -28,6 +28,7 @@ void meta_server_options_default(struct meta_server_options *o)
     o->port = 9093;
     o->snapshot_bytes = 256u << 20;
     o->max_frame = 64u << 20;
+    o->group_initial_delay_ms = 3000;
 }
 
 int meta_server_port(const struct meta_server *s)

@@ -167,6 +167,16 @@ static void test_join_sync_heartbeat(void **st_)
     /* Join errors. */
     join(gs, T0, 7, "", "", NULL, 4);
     assert_int_equal(answers[7].error, KP_ERROR_INVALID_GROUP_ID);
+    /* Ids are stored as C strings: a NUL byte inside one is refused, never truncated. */
+    struct kp_str nul = {"a\0b", 3};
+    assert_int_equal(meta_group_commit_check(gs, T0, nul, -1, S(""), KP_STR_NULL),
+                     KP_ERROR_INVALID_GROUP_ID);
+    assert_int_equal(meta_group_heartbeat(gs, T0, nul, 1, S(id), KP_STR_NULL),
+                     KP_ERROR_INVALID_GROUP_ID);
+    struct meta_goffset_in bad = {S("t1"), 0, 1, -1, S("")};
+    meta_groups_apply_commit(gs, T0, nul, &bad, 1);
+    assert_null(meta_group_find(gs, "a", 1));
+    assert_null(meta_group_find(gs, "a\0b", 3));
     join(gs, T0, 8, "other", "someone", NULL, 4);
     assert_int_equal(answers[8].error, KP_ERROR_UNKNOWN_MEMBER_ID);
     join(gs, T0, 9, "g", "someone", NULL, 4);

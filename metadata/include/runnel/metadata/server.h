@@ -24,16 +24,17 @@
 #include <uv.h>
 
 struct meta_server_options {
-    const char *data_dir;    /* journal and snapshot directory (created if missing) */
-    const char *host;        /* listen address, e.g. "127.0.0.1" */
-    int port;                /* listen port; 0 picks a free one (see meta_server_port) */
-    uint64_t snapshot_bytes; /* write a snapshot once the journal grew by this much */
-    size_t max_frame;        /* largest accepted request frame, bytes */
+    const char *data_dir;           /* journal and snapshot directory (created if missing) */
+    const char *host;               /* listen address, e.g. "127.0.0.1" */
+    int port;                       /* listen port; 0 picks a free one (see meta_server_port) */
+    uint64_t snapshot_bytes;        /* write a snapshot once the journal grew by this much */
+    size_t max_frame;               /* largest accepted request frame, bytes */
+    int32_t group_initial_delay_ms; /* group.initial.rebalance.delay.ms (default 3000) */
 };
 
 struct meta_server;
 
-/* Default options (port 9093, 256 MiB snapshots, 64 MiB frames). */
+/* Default options (port 9093, 256 MiB snapshots, 64 MiB frames, 3 s initial group delay). */
 void meta_server_options_default(struct meta_server_options *o);
 
 /*
