@@ -149,10 +149,22 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    printf("metadata snapshot cost: %llu extents built in %.1f s; RSS %ld MiB, page tables (VmPTE) "
-           "%ld KiB; GLIBC_TUNABLES=%s\n",
+    long huge_kib = -1;
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "AnonHugePages:", 14) == 0) {
+            huge_kib = strtol(line + 14, NULL, 10);
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    printf("metadata snapshot cost: %llu extents built in %.1f s; RSS %ld MiB (%ld MiB in huge "
+           "pages), page tables (VmPTE) %ld KiB; GLIBC_TUNABLES=%s\n",
            (unsigned long long)s.n_extents, now_s() - t0, status_kib("VmRSS:") / 1024,
-           status_kib("VmPTE:"), getenv("GLIBC_TUNABLES") ? getenv("GLIBC_TUNABLES") : "");
+           huge_kib / 1024, status_kib("VmPTE:"),
+           getenv("GLIBC_TUNABLES") ? getenv("GLIBC_TUNABLES") : "");
     /* One commit of `parts` partitions, encoded once, journaled again and again. */
     struct meta_commit_range *cr = calloc((size_t)parts, sizeof(*cr));
     struct meta_commit_part *cp = calloc((size_t)parts, sizeof(*cp));
