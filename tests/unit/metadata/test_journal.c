@@ -5,8 +5,8 @@
  * they cover, every state a crash can leave between rotation and the deletes recovers to the same
  * state (built here by stopping the sequence at that step and arranging the files as the crash
  * would), torn or corrupted older files and missing files stop start-up, the layout before
- * rotation is taken over, and a failed fdatasync (test hook) is final and never advances the
- * durable sequence.
+ * rotation is taken over, and a failed fdatasync (test hook), also one while switching files, is
+ * final and never advances the durable sequence.
  */
 #include "test_util.h"
 
@@ -661,13 +661,74 @@ static void test_fsync_failure(void **state)
     rm_dir(dir);
 }
 
+/* A failed fdatasync while switching files is final like any other: the switch does not
+ * happen, the finished snapshot is never installed, and a restart recovers the acknowledged
+ * records from the old file. */
+static void test_rotation_fsync_failure(void **state)
+{
+    (void)state;
+    char dir[64];
+    char err[256];
+    char hook[128];
+    char files[512];
+    make_dir(dir, sizeof(dir));
+    snprintf(hook, sizeof(hook), "%s/fail-fsync", dir);
+    setenv("RUNNEL_META_FAIL_FSYNC_FILE", hook, 1);
+    struct meta_state s;
+    meta_state_init(&s, NULL);
+    struct meta_journal *j = NULL;
+    assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
+    uint64_t ok = drive(&s, j, "r", 20);
+    wait_durable(j, ok);
+    assert_int_equal(meta_journal_durable_seq(j), ok);
+    FILE *f = fopen(hook, "w");
+    assert_non_null(f);
+    fclose(f);
+    pid_t pid = meta_journal_snapshot_fork(j, &s);
+    assert_true(pid > 0);
+    struct meta_op_buf op = {0};
+    meta_op_heartbeat(&op, NOW, 1, 1);
+    assert_int_equal(meta_journal_append(j, &op), ok + 1);
+    for (int i = 0; i < 5000 && meta_journal_failed(j) == 0; i++) {
+        usleep(1000);
+    }
+    assert_int_equal(meta_journal_failed(j), -5 /* -EIO */);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    meta_journal_snapshot_forked_done(j, pid, WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    usleep(50000);
+    assert_int_equal(meta_journal_durable_seq(j), ok);
+    meta_journal_close(j);
+    meta_op_buf_free(&op);
+    assert_int_equal(file_size(dir, gname("snapshot", 2)), -1); /* never installed */
+    assert_int_equal(file_size(dir, gname("journal", 2)), -1);  /* never created */
+    unlink(hook);
+    unsetenv("RUNNEL_META_FAIL_FSYNC_FILE");
+    struct meta_state r;
+    meta_state_init(&r, NULL);
+    assert_int_equal(meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(meta_journal_last_seq(j), ok);
+    assert_same_state(&s, &r);
+    meta_journal_close(j);
+    list_dir(dir, files, sizeof(files));
+    assert_string_equal(files, gname("journal", 1));
+    meta_state_free(&r);
+    meta_state_free(&s);
+    rm_dir(dir);
+}
+
 int run_test_journal(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reopen),          cmocka_unit_test(test_torn_tail),
-        cmocka_unit_test(test_corruption),      cmocka_unit_test(test_snapshot),
-        cmocka_unit_test(test_snapshot_fork),   cmocka_unit_test(test_crash_states),
-        cmocka_unit_test(test_rotation_errors), cmocka_unit_test(test_legacy_layout),
+        cmocka_unit_test(test_reopen),
+        cmocka_unit_test(test_torn_tail),
+        cmocka_unit_test(test_corruption),
+        cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_snapshot_fork),
+        cmocka_unit_test(test_crash_states),
+        cmocka_unit_test(test_rotation_errors),
+        cmocka_unit_test(test_legacy_layout),
+        cmocka_unit_test(test_rotation_fsync_failure),
         cmocka_unit_test(test_fsync_failure),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
