@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -165,12 +166,18 @@ static void on_create(void *arg, int status, const void *resp)
     }
 }
 
+static void on_timer_closed(uv_handle_t *h)
+{
+    *(bool *)h->data = true;
+}
+
 static void run_paced(double seconds, int rate)
 {
     g_n_lat = 0;
     g_stop = false;
     g_window = 0;
-    uv_timer_t timer;
+    uv_timer_t timer; /* closed (callback run) before this frame ends */
+    bool closed = false;
     uv_timer_init(&g_loop, &timer);
     uv_timer_start(&timer, on_tick, 1000 / (uint64_t)rate, 1000 / (uint64_t)rate);
     double end = now_s() + seconds;
@@ -179,8 +186,9 @@ static void run_paced(double seconds, int rate)
     }
     g_stop = true;
     uv_timer_stop(&timer);
-    uv_close((uv_handle_t *)&timer, NULL);
-    while (g_outstanding > 0) {
+    timer.data = &closed;
+    uv_close((uv_handle_t *)&timer, on_timer_closed);
+    while (g_outstanding > 0 || !closed) {
         uv_run(&g_loop, UV_RUN_ONCE);
     }
     qsort(g_lat, g_n_lat, sizeof(double), cmp_d);
@@ -255,6 +263,7 @@ int main(int argc, char **argv)
     int port = 20000 + getpid() % 20000;
     pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
         server_child(dir, port, overlap > 0 ? 1 : 0);
     }
     g_lat = malloc(sizeof(double) * MAX_SAMPLES);
