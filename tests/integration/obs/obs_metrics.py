@@ -342,6 +342,23 @@ def scenario_split(runnel, tmp):
               value(a, "runnel_agent_produce_bytes_total"))
         m2 = scrape(mhttp, "meta_scrape2")
         check("meta_saw_commit", value(m2, 'runnel_meta_requests_total{api="MetaCommit"}') >= 1)
+        # The metadata service hangs (SIGSTOP: its connection stays up, nothing answers): the
+        # agent turns not ready once its probe has waited 10 s, and ready again after SIGCONT.
+        os.kill(meta.pid, signal.SIGSTOP)
+        try:
+            end = time.time() + 30
+            status, body = 200, ""
+            while time.time() < end:
+                status, body = http_get(ahttp, "/readyz")
+                if status == 503:
+                    break
+                time.sleep(0.5)
+            check("agent_not_ready_meta_hung", status == 503 and "not answered" in body,
+                  (status, body))
+        finally:
+            os.kill(meta.pid, signal.SIGCONT)
+        status, body = wait_ready(ahttp, timeout=30)
+        check("agent_ready_meta_back", status == 200, (status, body))
         # The metadata service goes away: the agent is alive but no longer ready.
         stop(meta)
         end = time.time() + 20
