@@ -477,13 +477,14 @@ def scenario_backpressure(runnel, tmp):
     """A slow store (every operation 400 ms late) and a 1 MiB buffer: producing 6 MiB must pause
     reading, and the pause shows in the backpressure series; nothing is lost."""
     from confluent_kafka import Producer
-    mport, kport, ahttp = free_port(), free_port(), free_port()
+    mport, mhttp, kport, ahttp = free_port(), free_port(), free_port(), free_port()
     mlog = open(os.path.join(tmp, "meta-bp.log"), "w")
     alog = open(os.path.join(tmp, "agent-bp.log"), "w")
     objects = os.path.join(tmp, "objects-bp")
     os.makedirs(objects)
     meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-bp"),
-                             "--listen", "127.0.0.1:%d" % mport], stdout=mlog, stderr=mlog)
+                             "--listen", "127.0.0.1:%d" % mport, "--snapshot.bytes", "1k",
+                             "--http.listen", "127.0.0.1:%d" % mhttp], stdout=mlog, stderr=mlog)
     agent = None
     try:
         wait_port(mport, meta)
@@ -519,6 +520,18 @@ def scenario_backpressure(runnel, tmp):
                value(a, "runnel_agent_buffered_bytes")))
         check("bp_produce_bytes", value(a, "runnel_agent_produce_bytes_total") >= n * 16 * 1024,
               value(a, "runnel_agent_produce_bytes_total"))
+        # The metadata service journaled dozens of commits with snapshot.bytes=1k: snapshots.
+        end = time.time() + 20
+        m = {}
+        while time.time() < end:
+            m = parse_metrics(http_get(mhttp, "/metrics")[1])
+            if value(m, 'runnel_meta_snapshots_total{result="written"}') >= 1:
+                break
+            time.sleep(0.2)
+        check("bp_meta_snapshots", value(m, 'runnel_meta_snapshots_total{result="written"}') >= 1
+              and value(m, "runnel_meta_snapshot_fork_duration_seconds_count") >= 1 and
+              value(m, "runnel_meta_snapshot_duration_seconds_count") >= 1,
+              [(k, v) for k, v in m.items() if "snapshot" in k and "bucket" not in k])
     finally:
         if agent is not None:
             stop(agent)
