@@ -246,6 +246,10 @@ def scenario_dev(runnel, tmp):
         check("dev_fetch_latency", any(k.startswith(
             'runnel_agent_request_duration_seconds_count{api="Fetch"') and v > 0
             for k, v in after.items()))
+        check("dev_process", value(after, "process_resident_memory_bytes") > 1 << 20 and
+              value(after, "process_cpu_seconds_total") > 0 and
+              0 < value(after, "process_open_fds") <= value(after, "process_max_fds"),
+              [(k, v) for k, v in after.items() if k.startswith("process_")])
         check("dev_scrapes_counted", value(after, 'runnel_http_requests_total{path="/metrics"}')
               >= 2)
         # A client that speaks garbage on the Kafka port is counted as an error.
