@@ -166,9 +166,19 @@ static int64_t rn__obs_max_fds(void *arg)
     return (int64_t)rl.rlim_cur;
 }
 
+static int64_t rn__obs_ready_value(void *arg)
+{
+    (void)arg;
+    return rn_obs_ready(NULL, 0) ? 1 : 0;
+}
+
 static void rn__obs_process_metrics(void)
 {
     struct rn_metrics *r = rn_metrics_global();
+    rn_metric_bind(
+        rn_metric_get0(rn_metrics_gauge(r, "runnel_ready",
+                                        "1 when every readiness check passes (as /readyz).", NULL)),
+        rn__obs_ready_value, &rn__obs_metrics_made);
     rn_gauge_set(
         rn_metric_get1(rn_metrics_gauge(r, "runnel_build_info",
                                         "Always 1; the version label names the build.", "version"),
