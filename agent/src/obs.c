@@ -70,6 +70,7 @@ struct agent__obs_metrics {
     struct rn_metric *resp_bytes[AGENT__OBS_KEYS];
     struct rn_metric *accepted;
     struct rn_metric *conns;
+    struct rn_metric *pending;
     struct rn_metric *buffered;
     struct rn_metric *paused;
     struct rn_metric *paused_seconds;
@@ -154,6 +155,9 @@ static void agent__obs_init(void)
     m->accepted =
         agent__c(r, "runnel_agent_connections_accepted_total", "Kafka connections accepted.");
     m->conns = agent__g(r, "runnel_agent_connections", "Open Kafka connections.");
+    m->pending = agent__g(r, "runnel_agent_requests_in_flight",
+                          "Kafka requests received and not yet answered (parked produce and "
+                          "long-polling fetch included).");
     m->buffered = agent__g(r, "runnel_agent_buffered_bytes",
                            "Produced bytes buffered or awaiting their commit (bounded by "
                            "buffer.max.bytes).");
@@ -393,6 +397,15 @@ static int64_t agent__r_conns(void *arg)
     return ((struct agent_obs *)arg)->a->n_conns;
 }
 
+static int64_t agent__r_pending(void *arg)
+{
+    int64_t n = 0;
+    for (const struct agent_conn *c = ((struct agent_obs *)arg)->a->conns; c != NULL; c = c->next) {
+        n += c->pending;
+    }
+    return n;
+}
+
 static int64_t agent__r_buffered(void *arg)
 {
     return (int64_t)((struct agent_obs *)arg)->a->buffered_bytes;
@@ -605,6 +618,7 @@ int agent_obs_start(struct agent *a)
     o->a = a;
     a->obs = o;
     rn_metric_bind(m->conns, agent__r_conns, o);
+    rn_metric_bind(m->pending, agent__r_pending, o);
     rn_metric_bind(m->buffered, agent__r_buffered, o);
     rn_metric_bind(m->paused, agent__r_paused, o);
     rn_metric_bind(m->paused_seconds, agent__r_paused_ns, o);

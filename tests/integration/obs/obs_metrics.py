@@ -242,6 +242,18 @@ def scenario_dev(runnel, tmp):
               [(k, v) for k, v in after.items() if "lag" in k])
         check("dev_consumer_groups", value(after, "runnel_meta_consumer_groups") >= 1,
               value(after, "runnel_meta_consumer_groups"))
+        # A consumer at the end long-polls (fetch.wait.max.ms=10000): its Fetch is in flight.
+        idle = Consumer({"bootstrap.servers": bs, "group.id": "obs-idle",
+                         "fetch.wait.max.ms": 10000, "enable.auto.commit": False})
+        idle.assign([TopicPartition("obs-topic", 0, n)])
+        inflight = 0
+        end = time.time() + 15
+        while time.time() < end and inflight < 1:
+            idle.poll(0.5)
+            inflight = value(parse_metrics(http_get(hport, "/metrics")[1]),
+                             "runnel_agent_requests_in_flight")
+        idle.close()
+        check("dev_in_flight", inflight >= 1, inflight)
         check("dev_conns_accepted", d("runnel_agent_connections_accepted_total") >= 2)
         check("dev_fetch_latency", any(k.startswith(
             'runnel_agent_request_duration_seconds_count{api="Fetch"') and v > 0
