@@ -7,8 +7,10 @@
  * run when /metrics is scraped, on the loop thread that owns those values.
  *
  * Readiness ("is it useful to send this agent clients?") has three parts: the agent is not
- * shutting down, the metadata service connection is up, and the object store answered the last
- * probe (a HEAD of a key that need not exist, every AGENT__PROBE_MS; "not found" is an answer).
+ * shutting down, the metadata service answered the last probe (a MetaHello on its connection)
+ * and none has been waiting for AGENT__META_SLOW_MS, and the object store answered the last
+ * probe (a HEAD of a key that need not exist; "not found" is an answer). Probes run every
+ * AGENT__PROBE_MS, every AGENT__PROBE_RETRY_MS while one of them has not succeeded.
  */
 #include "obs.h"
 
@@ -27,6 +29,8 @@
 
 #define AGENT__PROBE_MS 5000            /* store probe period */
 #define AGENT__PROBE_TIMEOUT_MS 4000    /* deadline of one probe */
+#define AGENT__PROBE_RETRY_MS 500       /* probe period while a probe has not succeeded */
+#define AGENT__META_SLOW_MS 10000       /* a MetaHello unanswered this long: not ready */
 #define AGENT__PROBE_KEY "runnel-ready" /* HEADed; it need not exist */
 #define AGENT__OBS_KEYS 128             /* api keys 0..127 get their own series */
 #define AGENT__OBS_VERSIONS 32          /* versions 0..31 */
@@ -42,6 +46,10 @@ struct agent_obs {
     char probe_msg[160];    /* its message when it failed */
     bool closing;           /* agent_obs_stop() ran */
     bool timer_closed;      /* the timer's close callback ran */
+    bool meta_running;      /* a MetaHello probe is in flight */
+    bool meta_answered;     /* at least one MetaHello probe finished */
+    int meta_err;           /* its status (0: answered) */
+    uint64_t meta_sent_ms;  /* loop time the probe in flight was sent */
 };
 
 struct agent__req_series {
@@ -62,6 +70,7 @@ struct agent__obs_metrics {
     struct rn_metric *resp_bytes[AGENT__OBS_KEYS];
     struct rn_metric *accepted;
     struct rn_metric *conns;
+    struct rn_metric *pending;
     struct rn_metric *buffered;
     struct rn_metric *paused;
     struct rn_metric *paused_seconds;
@@ -146,6 +155,9 @@ static void agent__obs_init(void)
     m->accepted =
         agent__c(r, "runnel_agent_connections_accepted_total", "Kafka connections accepted.");
     m->conns = agent__g(r, "runnel_agent_connections", "Open Kafka connections.");
+    m->pending = agent__g(r, "runnel_agent_requests_in_flight",
+                          "Kafka requests received and not yet answered (parked produce and "
+                          "long-polling fetch included).");
     m->buffered = agent__g(r, "runnel_agent_buffered_bytes",
                            "Produced bytes buffered or awaiting their commit (bounded by "
                            "buffer.max.bytes).");
@@ -385,6 +397,15 @@ static int64_t agent__r_conns(void *arg)
     return ((struct agent_obs *)arg)->a->n_conns;
 }
 
+static int64_t agent__r_pending(void *arg)
+{
+    int64_t n = 0;
+    for (const struct agent_conn *c = ((struct agent_obs *)arg)->a->conns; c != NULL; c = c->next) {
+        n += c->pending;
+    }
+    return n;
+}
+
 static int64_t agent__r_buffered(void *arg)
 {
     return (int64_t)((struct agent_obs *)arg)->a->buffered_bytes;
@@ -482,7 +503,8 @@ static bool agent__ready_store(void *arg, char *why, size_t why_len)
 
 static bool agent__ready_meta(void *arg, char *why, size_t why_len)
 {
-    const struct agent *a = ((struct agent_obs *)arg)->a;
+    const struct agent_obs *o = arg;
+    const struct agent *a = o->a;
     if (a->stopping) {
         snprintf(why, why_len, "agent is shutting down");
         return false;
@@ -491,19 +513,32 @@ static bool agent__ready_meta(void *arg, char *why, size_t why_len)
         snprintf(why, why_len, "metadata service %s not connected", a->meta_addr);
         return false;
     }
+    uint64_t now = uv_now(a->loop);
+    if (o->meta_running && now - o->meta_sent_ms > AGENT__META_SLOW_MS) {
+        snprintf(why, why_len, "metadata service %s has not answered for %llu ms", a->meta_addr,
+                 (unsigned long long)(now - o->meta_sent_ms));
+        return false;
+    }
+    if (!o->meta_answered) {
+        snprintf(why, why_len, "metadata service %s not probed yet", a->meta_addr);
+        return false;
+    }
+    if (o->meta_err != 0) {
+        snprintf(why, why_len, "metadata service %s: last probe failed: %s", a->meta_addr,
+                 strerror(-o->meta_err));
+        return false;
+    }
     return true;
 }
 
 static void agent__obs_maybe_free(struct agent_obs *o)
 {
-    if (o->closing && o->timer_closed && !o->probe_running) {
+    if (o->closing && o->timer_closed && !o->probe_running && !o->meta_running) {
         free(o);
     }
 }
 
-static void agent__probe_start(uv_timer_t *t);
-
-static void agent__probe_cb(struct store_req *req)
+static void agent__store_probe_cb(struct store_req *req)
 {
     struct agent_obs *o = req->data;
     o->probe_running = false;
@@ -522,22 +557,50 @@ static void agent__probe_cb(struct store_req *req)
         snprintf(o->probe_msg, sizeof(o->probe_msg), "%.150s", req->msg);
     }
     store_req_cleanup(req);
-    uv_timer_start(&o->probe_timer, agent__probe_start, AGENT__PROBE_MS, 0);
 }
 
-static void agent__probe_start(uv_timer_t *t)
+static void agent__meta_probe_cb(void *arg, int status, const void *response)
+{
+    struct agent_obs *o = arg;
+    (void)response;
+    o->meta_running = false;
+    if (o->closing) {
+        agent__obs_maybe_free(o);
+        return;
+    }
+    o->meta_answered = true;
+    o->meta_err = status;
+}
+
+/* Starts whichever probe is not running; probes again soon until both are fine. */
+static void agent__probe_tick(uv_timer_t *t)
 {
     struct agent_obs *o = t->data;
-    if (o->closing || o->a->store == NULL) {
+    struct agent *a = o->a;
+    if (o->closing) {
         return;
     }
-    o->probe.data = o;
-    o->probe.timeout_ms = AGENT__PROBE_TIMEOUT_MS;
-    if (store_head(o->a->store, &o->probe, AGENT__PROBE_KEY, agent__probe_cb) == 0) {
-        o->probe_running = true;
-        return;
+    if (!o->probe_running && a->store != NULL) {
+        o->probe.data = o;
+        o->probe.timeout_ms = AGENT__PROBE_TIMEOUT_MS;
+        if (store_head(a->store, &o->probe, AGENT__PROBE_KEY, agent__store_probe_cb) == 0) {
+            o->probe_running = true;
+        }
     }
-    uv_timer_start(&o->probe_timer, agent__probe_start, AGENT__PROBE_MS, 0);
+    if (!o->meta_running && a->meta != NULL && meta_client_connected(a->meta)) {
+        struct kp_meta_hello_request rq;
+        kp_meta_hello_request_init(&rq);
+        rq.client_name = (struct kp_str){"runnel-agent-probe", 18};
+        rq.client_version = (struct kp_str){"0.1.0", 5};
+        if (meta_client_call(a->meta, 1000, &rq, agent__meta_probe_cb, o) == 0) {
+            o->meta_running = true;
+            o->meta_sent_ms = uv_now(a->loop);
+        }
+    }
+    bool fine = o->probed && (o->probe_err == 0 || o->probe_err == -ENOENT) && o->meta_answered &&
+                o->meta_err == 0;
+    uv_timer_start(&o->probe_timer, agent__probe_tick,
+                   fine ? AGENT__PROBE_MS : AGENT__PROBE_RETRY_MS, 0);
 }
 
 static void agent__probe_timer_closed(uv_handle_t *h)
@@ -555,6 +618,7 @@ int agent_obs_start(struct agent *a)
     o->a = a;
     a->obs = o;
     rn_metric_bind(m->conns, agent__r_conns, o);
+    rn_metric_bind(m->pending, agent__r_pending, o);
     rn_metric_bind(m->buffered, agent__r_buffered, o);
     rn_metric_bind(m->paused, agent__r_paused, o);
     rn_metric_bind(m->paused_seconds, agent__r_paused_ns, o);
@@ -571,7 +635,7 @@ int agent_obs_start(struct agent *a)
     rn_obs_add_check("metadata", agent__ready_meta, o);
     uv_timer_init(a->loop, &o->probe_timer);
     o->probe_timer.data = o;
-    uv_timer_start(&o->probe_timer, agent__probe_start, 0, 0);
+    uv_timer_start(&o->probe_timer, agent__probe_tick, 0, 0);
     uv_unref((uv_handle_t *)&o->probe_timer);
     char err[256] = "";
     int rc = rn_obs_start(a->loop, a->cfg.http_listen, err, sizeof(err));

@@ -1,14 +1,18 @@
 /*
  * The /metrics, /healthz and /readyz endpoints (runnel/common/obs.h) on top of the HTTP server,
- * plus the process-level series every Runnel process exposes (build info, start time, scrapes).
+ * plus the process-level series every Runnel process exposes (build info, the usual process_*
+ * series of CPU, memory and descriptors, and the listener's own requests).
  */
 #include "runnel/common/obs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "runnel/common/http.h"
 #include "runnel/common/log.h"
@@ -110,18 +114,94 @@ static void rn__obs_handle(void *arg, const struct rn_http_request *req,
     }
 }
 
+/* ---- process series, read at scrape time (Prometheus' usual process_* names) ---- */
+
+static int64_t rn__obs_cpu_us(void *arg)
+{
+    (void)arg;
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) {
+        return 0;
+    }
+    return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec +
+           ru.ru_stime.tv_usec;
+}
+
+static int64_t rn__obs_rss(void *arg)
+{
+    (void)arg;
+    long pages = 0;
+    long resident = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f == NULL) {
+        return 0;
+    }
+    int n = fscanf(f, "%ld %ld", &pages, &resident);
+    fclose(f);
+    return n == 2 ? (int64_t)resident * sysconf(_SC_PAGESIZE) : 0;
+}
+
+static int64_t rn__obs_open_fds(void *arg)
+{
+    (void)arg;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL) {
+        return 0;
+    }
+    int64_t n = 0;
+    while (readdir(d) != NULL) {
+        n++;
+    }
+    closedir(d);
+    return n > 3 ? n - 3 : 0; /* ".", ".." and the directory's own descriptor */
+}
+
+static int64_t rn__obs_max_fds(void *arg)
+{
+    (void)arg;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+        return 0;
+    }
+    return (int64_t)rl.rlim_cur;
+}
+
+static int64_t rn__obs_ready_value(void *arg)
+{
+    (void)arg;
+    return rn_obs_ready(NULL, 0) ? 1 : 0;
+}
+
 static void rn__obs_process_metrics(void)
 {
     struct rn_metrics *r = rn_metrics_global();
+    rn_metric_bind(
+        rn_metric_get0(rn_metrics_gauge(r, "runnel_ready",
+                                        "1 when every readiness check passes (as /readyz).", NULL)),
+        rn__obs_ready_value, &rn__obs_metrics_made);
     rn_gauge_set(
         rn_metric_get1(rn_metrics_gauge(r, "runnel_build_info",
                                         "Always 1; the version label names the build.", "version"),
                        RUNNEL_VERSION),
         1);
     rn_gauge_set(
-        rn_metric_get0(rn_metrics_gauge(r, "runnel_process_start_time_seconds",
+        rn_metric_get0(rn_metrics_gauge(r, "process_start_time_seconds",
                                         "Start time of the process since the Unix epoch.", NULL)),
         (int64_t)time(NULL));
+    rn_metric_bind(rn_metric_get0(rn_metrics_family(
+                       r, RN_METRIC_COUNTER, "process_cpu_seconds_total",
+                       "User and system CPU time of the process.", NULL, 1e6, NULL, 0)),
+                   rn__obs_cpu_us, &rn__obs_metrics_made);
+    rn_metric_bind(rn_metric_get0(rn_metrics_gauge(r, "process_resident_memory_bytes",
+                                                   "Resident memory of the process.", NULL)),
+                   rn__obs_rss, &rn__obs_metrics_made);
+    rn_metric_bind(rn_metric_get0(rn_metrics_gauge(r, "process_open_fds",
+                                                   "Open file descriptors of the process.", NULL)),
+                   rn__obs_open_fds, &rn__obs_metrics_made);
+    rn_metric_bind(
+        rn_metric_get0(rn_metrics_gauge(r, "process_max_fds",
+                                        "The process's limit of open file descriptors.", NULL)),
+        rn__obs_max_fds, &rn__obs_metrics_made);
     struct rn_metric_family *f = rn_metrics_counter(
         r, "runnel_http_requests_total", "Requests to the observability listener by path.", "path");
     rn__obs_scrape_metrics = rn_metric_get1(f, "/metrics");

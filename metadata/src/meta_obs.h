@@ -7,6 +7,7 @@
 #ifndef RUNNEL_METADATA_META_OBS_H
 #define RUNNEL_METADATA_META_OBS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct meta_server;
@@ -24,5 +25,10 @@ void meta__obs_close(struct meta_server *srv);
 /* A request of `api_key` that arrived at `started_ns` is answered now; `error` is NULL or the
  * reason it failed ("bad_request": connection closed; "storage": journal failed). */
 void meta__obs_request(int16_t api_key, uint64_t started_ns, const char *error);
+
+/* A snapshot fork took `ns` (the loop stood still meanwhile) and succeeded or not. */
+void meta__obs_snapshot_forked(uint64_t ns, bool ok);
+/* A forked snapshot ended `ns` after its fork started, written or failed. */
+void meta__obs_snapshot_done(uint64_t ns, bool ok);
 
 #endif

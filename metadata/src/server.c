@@ -453,6 +453,7 @@ static void meta__on_durable(uv_async_t *a)
         meta_journal_bytes(srv->journal) >= srv->opt.snapshot_bytes) {
         uint64_t t0 = meta__mono_ns();
         pid_t pid = meta_journal_snapshot_fork(srv->journal, &srv->state);
+        meta__obs_snapshot_forked(meta__mono_ns() - t0, pid > 0);
         if (pid > 0) {
             srv->snap_pid = pid;
             srv->snap_started_ns = t0;
@@ -476,6 +477,7 @@ static void meta__on_snap_timer(uv_timer_t *t)
     }
     bool ok = r == srv->snap_pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
     meta_journal_snapshot_forked_done(srv->journal, srv->snap_pid, ok);
+    meta__obs_snapshot_done(meta__mono_ns() - srv->snap_started_ns, ok);
     rn_log(ok ? RN_LOG_INFO : RN_LOG_ERROR, ok ? "meta_snapshot_written" : "meta_snapshot_failed",
            "pid=%d total_ms=%.1f", (int)srv->snap_pid,
            (meta__mono_ns() - srv->snap_started_ns) / 1e6);

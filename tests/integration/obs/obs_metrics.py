@@ -242,10 +242,26 @@ def scenario_dev(runnel, tmp):
               [(k, v) for k, v in after.items() if "lag" in k])
         check("dev_consumer_groups", value(after, "runnel_meta_consumer_groups") >= 1,
               value(after, "runnel_meta_consumer_groups"))
+        # A consumer at the end long-polls (fetch.wait.max.ms=10000): its Fetch is in flight.
+        idle = Consumer({"bootstrap.servers": bs, "group.id": "obs-idle",
+                         "fetch.wait.max.ms": 10000, "enable.auto.commit": False})
+        idle.assign([TopicPartition("obs-topic", 0, n)])
+        inflight = 0
+        end = time.time() + 15
+        while time.time() < end and inflight < 1:
+            idle.poll(0.5)
+            inflight = value(parse_metrics(http_get(hport, "/metrics")[1]),
+                             "runnel_agent_requests_in_flight")
+        idle.close()
+        check("dev_in_flight", inflight >= 1, inflight)
         check("dev_conns_accepted", d("runnel_agent_connections_accepted_total") >= 2)
         check("dev_fetch_latency", any(k.startswith(
             'runnel_agent_request_duration_seconds_count{api="Fetch"') and v > 0
             for k, v in after.items()))
+        check("dev_process", value(after, "process_resident_memory_bytes") > 1 << 20 and
+              value(after, "process_cpu_seconds_total") > 0 and
+              0 < value(after, "process_open_fds") <= value(after, "process_max_fds"),
+              [(k, v) for k, v in after.items() if k.startswith("process_")])
         check("dev_scrapes_counted", value(after, 'runnel_http_requests_total{path="/metrics"}')
               >= 2)
         # A client that speaks garbage on the Kafka port is counted as an error.
@@ -342,6 +358,23 @@ def scenario_split(runnel, tmp):
               value(a, "runnel_agent_produce_bytes_total"))
         m2 = scrape(mhttp, "meta_scrape2")
         check("meta_saw_commit", value(m2, 'runnel_meta_requests_total{api="MetaCommit"}') >= 1)
+        # The metadata service hangs (SIGSTOP: its connection stays up, nothing answers): the
+        # agent turns not ready once its probe has waited 10 s, and ready again after SIGCONT.
+        os.kill(meta.pid, signal.SIGSTOP)
+        try:
+            end = time.time() + 30
+            status, body = 200, ""
+            while time.time() < end:
+                status, body = http_get(ahttp, "/readyz")
+                if status == 503:
+                    break
+                time.sleep(0.5)
+            check("agent_not_ready_meta_hung", status == 503 and "not answered" in body,
+                  (status, body))
+        finally:
+            os.kill(meta.pid, signal.SIGCONT)
+        status, body = wait_ready(ahttp, timeout=30)
+        check("agent_ready_meta_back", status == 200, (status, body))
         # The metadata service goes away: the agent is alive but no longer ready.
         stop(meta)
         end = time.time() + 20
@@ -460,13 +493,14 @@ def scenario_backpressure(runnel, tmp):
     """A slow store (every operation 400 ms late) and a 1 MiB buffer: producing 6 MiB must pause
     reading, and the pause shows in the backpressure series; nothing is lost."""
     from confluent_kafka import Producer
-    mport, kport, ahttp = free_port(), free_port(), free_port()
+    mport, mhttp, kport, ahttp = free_port(), free_port(), free_port(), free_port()
     mlog = open(os.path.join(tmp, "meta-bp.log"), "w")
     alog = open(os.path.join(tmp, "agent-bp.log"), "w")
     objects = os.path.join(tmp, "objects-bp")
     os.makedirs(objects)
     meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-bp"),
-                             "--listen", "127.0.0.1:%d" % mport], stdout=mlog, stderr=mlog)
+                             "--listen", "127.0.0.1:%d" % mport, "--snapshot.bytes", "1k",
+                             "--http.listen", "127.0.0.1:%d" % mhttp], stdout=mlog, stderr=mlog)
     agent = None
     try:
         wait_port(mport, meta)
@@ -502,6 +536,18 @@ def scenario_backpressure(runnel, tmp):
                value(a, "runnel_agent_buffered_bytes")))
         check("bp_produce_bytes", value(a, "runnel_agent_produce_bytes_total") >= n * 16 * 1024,
               value(a, "runnel_agent_produce_bytes_total"))
+        # The metadata service journaled dozens of commits with snapshot.bytes=1k: snapshots.
+        end = time.time() + 20
+        m = {}
+        while time.time() < end:
+            m = parse_metrics(http_get(mhttp, "/metrics")[1])
+            if value(m, 'runnel_meta_snapshots_total{result="written"}') >= 1:
+                break
+            time.sleep(0.2)
+        check("bp_meta_snapshots", value(m, 'runnel_meta_snapshots_total{result="written"}') >= 1
+              and value(m, "runnel_meta_snapshot_fork_duration_seconds_count") >= 1 and
+              value(m, "runnel_meta_snapshot_duration_seconds_count") >= 1,
+              [(k, v) for k, v in m.items() if "snapshot" in k and "bucket" not in k])
     finally:
         if agent is not None:
             stop(agent)

@@ -3,8 +3,9 @@
 
 Starts `runnel dev --http.listen` and Debian's `prometheus` (loopback only, a temporary data
 directory, a 1 s scrape interval), produces with kcat, then asks Prometheus' HTTP API until it
-reports the target up and runnel_agent_produce_bytes_total at least what was produced, and a
-histogram quantile over the agent's request latency. Everything is bounded in time and
+reports the target up, runnel_agent_produce_bytes_total at least what was produced, a histogram
+quantile over the agent's request latency and runnel_ready 1; also loads deploy/prometheus/
+runnel-alerts.yml (checked with `promtool check rules` first) and sees its rules healthy. Everything is bounded in time and
 stopped at the end.
 
 Usage: obs_prometheus.py --runnel PATH [--prometheus PATH]
@@ -109,11 +110,18 @@ def main():
                                    "--data.dir", os.path.join(tmp, "dev")],
                                   stdout=rlog, stderr=rlog)
         wait_port(hport, runnel)
+        rules = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                             "deploy", "prometheus", "runnel-alerts.yml")
+        p = subprocess.run(["promtool", "check", "rules", rules], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        check("alert_rules_valid", p.returncode == 0, p.stdout.decode()[-1000:])
         cfg = os.path.join(tmp, "prometheus.yml")
         with open(cfg, "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                    "  evaluation_interval: 1s\n"
+                    "rule_files: ['%s']\n"
                     "scrape_configs:\n  - job_name: runnel\n    static_configs:\n"
-                    "      - targets: ['127.0.0.1:%d']\n" % hport)
+                    "      - targets: ['127.0.0.1:%d']\n" % (os.path.abspath(rules), hport))
         prom = subprocess.Popen([args.prometheus, "--config.file=" + cfg,
                                  "--storage.tsdb.path=" + os.path.join(tmp, "tsdb"),
                                  "--web.listen-address=127.0.0.1:%d" % pport,
@@ -140,6 +148,19 @@ def main():
         res = poll(pport, q, lambda r: len(r) == 1 and r[0]["value"][1] not in ("NaN",))
         check("latency_quantile", res is not None and len(res) == 1 and
               float(res[0]["value"][1]) > 0, res)
+        res = poll(pport, "runnel_ready", lambda r: len(r) == 1 and r[0]["value"][1] == "1")
+        check("ready_series", res is not None and len(res) == 1 and res[0]["value"][1] == "1", res)
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/rules" % pport,
+                                        timeout=5) as r:
+                groups = json.loads(r.read().decode())["data"]["groups"]
+        except (OSError, ValueError, KeyError) as e:
+            groups = repr(e)
+        names = [g.get("name") for g in groups] if isinstance(groups, list) else groups
+        check("alert_rules_loaded", isinstance(groups, list) and "runnel" in names and
+              all(r.get("health") != "err" for g in groups for r in g.get("rules", [])), names)
+        res = poll(pport, 'ALERTS{alertname="RunnelNotReady"}', lambda r: True, timeout=3)
+        check("no_not_ready_alert", res == [], res)
         res = poll(pport, "runnel_meta_journal_fsync_duration_seconds_count",
                    lambda r: len(r) == 1 and float(r[0]["value"][1]) >= 1)
         check("meta_series", res is not None and len(res) == 1, res)
