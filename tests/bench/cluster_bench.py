@@ -10,7 +10,7 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    every N; agents are in load-balancer mode, each advertising itself (no balancer). Rounds
    interleave N = 1, 2, 3 so that load from elsewhere on the machine hits every N alike; the
    median per N is reported, with the busiest agent's CPU (share of one core during the produce
-   phase, from /proc) and the mean commit latency as the agents time the RPC and as the metadata
+   phase, from /proc), the metadata service's CPU and the mean commit latency as the agents time the RPC and as the metadata
    service times handling it (both /metrics), which show whether one agent or the metadata
    service is what limits.
 2. Three consumers reading the same topic through three different agents (cold caches, the
@@ -141,6 +141,9 @@ def agent_cpu(cl):
             with open("/proc/%d/stat" % a.proc.pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             out[i] = (int(fields[11]) + int(fields[12])) / tick
+    with open("/proc/%d/stat" % cl.meta.pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    out["metadata"] = (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -247,9 +250,9 @@ def run(cl, args, tag):
     with cl:
         addrs = [a.addr for a in cl.agents[:3]]
         print("\n== aggregate throughput, 3 producers then 3 consumers (cold caches) ==")
-        print("%-6s %-7s %12s %12s %6s %6s %16s %26s" % (
+        print("%-6s %-7s %12s %12s %6s %6s %16s %12s %26s" % (
             "round", "agents", "produce MB/s", "consume MB/s", "PUTs", "GETs",
-            "busiest agent CPU", "commit ms mean agent/meta"))
+            "busiest agent CPU", "metadata CPU", "commit ms mean agent/meta"))
         figs = {1: [], 2: [], 3: []}
         for rnd in range(args.rounds):  # interleaved, so load from elsewhere hits every N alike
             for n in (1, 2, 3):
@@ -273,15 +276,16 @@ def run(cl, args, tag):
                 cm, _, _ = aggregate(cons)
                 figs[n].append((pm, cm))
                 busiest = max(u1[i] - u0[i] for i in range(n)) / wall
+                meta_cpu = (u1["metadata"] - u0["metadata"]) / wall
                 commits = k1[0] - k0[0]
                 cmean = 1000.0 * (k1[1] - k0[1]) / commits if commits else 0.0
                 mcommits = k1[2] - k0[2]
                 mmean = 1000.0 * (k1[3] - k0[3]) / mcommits if mcommits else 0.0
                 bad = sum(r["failed"] for r in prod) + sum(r["incomplete"] for r in cons)
-                print("%-6d %-7d %12.1f %12.1f %6d %6d %15.0f%% %17.1f / %6.1f%s" % (
+                print("%-6d %-7d %12.1f %12.1f %6d %6d %15.0f%% %11.0f%% %17.1f / %6.1f%s" % (
                     rnd + 1, n, pm, cm, c1["put"] - c0["put"], c3["get"] - c2["get"],
-                    100.0 * busiest, cmean, mmean, "  ERRORS %d" % bad if bad else ""),
-                      flush=True)
+                    100.0 * busiest, 100.0 * meta_cpu, cmean, mmean,
+                    "  ERRORS %d" % bad if bad else ""), flush=True)
         print("median over %d rounds:" % args.rounds)
         for n in (1, 2, 3):
             pm = sorted(f[0] for f in figs[n])[len(figs[n]) // 2]
