@@ -225,8 +225,8 @@ void meta__groups_flush(struct meta_server *srv)
                 }
             }
         }
-        /* A failed journal never acknowledges: the agent's connection closes (it fails the
-         * parked requests then), as for every other answer that cannot be made durable. */
+        /* A failed journal never acknowledges: the answer is dropped, and the client's own
+         * request timeout makes it look the coordinator up again (docs/groups.md). */
         meta__buf_free(&p->body);
     }
     srv->n_gpush = kept;
