@@ -665,14 +665,16 @@ static void meta__gjoin_and_rebalance(struct meta_groups *gs, struct meta_group 
 /* Answers a join with the current generation without rebalancing. */
 static void meta__gjoin_current(struct meta_groups *gs, struct meta_group *g,
                                 struct meta_gmember *m, struct meta_gwait w, bool with_members,
-                                bool skip)
+                                bool skip, const char *leader_override)
 {
     struct meta_greply r = {.api_key = META_API_JOIN_GROUP,
                             .to = w,
                             .generation = g->generation,
                             .protocol_type = g->protocol_type,
                             .protocol = g->protocol,
-                            .leader = g->leader != NULL ? g->leader : "",
+                            .leader = leader_override != NULL ? leader_override
+                                      : g->leader != NULL     ? g->leader
+                                                              : "",
                             .member_id = m->id,
                             .group = with_members ? g : NULL,
                             .skip_assignment = skip};
@@ -724,20 +726,27 @@ void meta_group_join(struct meta_groups *gs, int64_t now, const struct meta_gjoi
         if (old != NULL) {
             /* KIP-345: the new instance replaces the old member id; the old one is fenced. */
             meta__gfail_waits(gs, old, KP_ERROR_FENCED_INSTANCE_ID);
-            if (g->leader != NULL && strcmp(g->leader, old->id) == 0) {
+            char *old_id = old->id;
+            bool leader = g->leader != NULL && strcmp(g->leader, old_id) == 0;
+            if (leader) {
                 meta__gset(&g->leader, id);
             }
-            free(old->id);
             old->id = id;
             old->expires_ms = now + j->session_ms;
-            bool same = meta__gmember_matches(old, j);
-            bool leader = g->leader != NULL && strcmp(g->leader, id) == 0;
-            if (g->state == META_GROUP_STABLE && same && (!leader || w.version >= 9)) {
+            if (g->state == META_GROUP_STABLE && meta__gmember_matches(old, j)) {
+                /* No rebalance: the member gets the current generation and, with SyncGroup, its
+                 * stored assignment. A returning leader is told to skip the assignment (v9,
+                 * KIP-814); before v9 the answer names the old leader id, so the member does not
+                 * see itself as leader and does not assign (Kafka's behaviour before KIP-814). */
                 meta__gupdate_member(old, j);
                 old->synced = true;
-                meta__gjoin_current(gs, g, old, w, leader, leader);
+                meta__gjoin_current(gs, g, old, w, leader && w.version >= 9,
+                                    leader && w.version >= 9,
+                                    leader && w.version < 9 ? old_id : NULL);
+                free(old_id);
                 return;
             }
+            free(old_id);
             meta__gjoin_and_rebalance(gs, g, old, j, w, now);
             return;
         }
@@ -771,13 +780,13 @@ void meta_group_join(struct meta_groups *gs, int64_t now, const struct meta_gjoi
     switch (g->state) {
     case META_GROUP_COMPLETING_REBALANCE:
         if (meta__gmember_matches(m, j)) {
-            meta__gjoin_current(gs, g, m, w, leader, false);
+            meta__gjoin_current(gs, g, m, w, leader, false, NULL);
             return;
         }
         break;
     case META_GROUP_STABLE:
         if (!leader && meta__gmember_matches(m, j)) {
-            meta__gjoin_current(gs, g, m, w, false, false);
+            meta__gjoin_current(gs, g, m, w, false, false, NULL);
             return;
         }
         break;

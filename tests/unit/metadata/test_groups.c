@@ -408,6 +408,17 @@ static void test_static_members(void **st_)
                      KP_ERROR_UNKNOWN_MEMBER_ID);
     assert_int_equal(meta_group_heartbeat(gs, T0 + 102, S("s"), 2, S(b2), S("i9")),
                      KP_ERROR_UNKNOWN_MEMBER_ID);
+    /* The static leader restarting before v9: no rebalance, the answer names the old leader id
+     * so that it does not assign (it then syncs and gets its assignment). */
+    join(gs, T0 + 103, 11, "s", "", "i1", 5);
+    assert_int_equal(answers[11].error, 0);
+    assert_string_equal(answers[11].leader, a);
+    assert_string_not_equal(answers[11].member_id, a);
+    assert_int_equal(answers[11].n_members, -1);
+    assert_int_equal(g->state, META_GROUP_STABLE);
+    snprintf(a, sizeof(a), "%s", answers[11].member_id);
+    sync_(gs, T0 + 103, 12, "s", 2, a, "i1", NULL, 0);
+    assert_string_equal(answers[12].assignment, "SA");
     /* The static leader restarting with v9 keeps the assignment (KIP-814 SkipAssignment). */
     join(gs, T0 + 104, 10, "s", "", "i1", 9);
     assert_int_equal(answers[10].error, 0);
