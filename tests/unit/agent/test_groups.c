@@ -215,11 +215,48 @@ static void test_forwarding(void **st)
     stop(&e);
 }
 
+/* Shutdown fails a parked JoinGroup at once instead of holding the client until it is answered. */
+static void test_drain(void **st)
+{
+    (void)st;
+    struct agent_env e;
+    start(&e);
+    struct kp_join_group_response j;
+    join(&e, "", &j);
+    char id[160];
+    snprintf(id, sizeof(id), "%.*s", (int)j.member_id.len, j.member_id.ptr);
+    static const uint8_t meta[] = {0, 0, 0, 0, 0, 1, 0, 1, 't', 0xff, 0xff, 0xff, 0xff};
+    struct kp_join_group_request q;
+    kp_join_group_request_init(&q);
+    struct kp_join_group_request_join_group_request_protocol p;
+    kp_join_group_request_join_group_request_protocol_init(&p);
+    p.name = kp_str_from("range");
+    p.metadata = (struct kp_bytes){meta, sizeof(meta)};
+    q.group_id = kp_str_from("g");
+    q.session_timeout_ms = 10000;
+    q.rebalance_timeout_ms = 10000;
+    q.member_id = kp_str_from(id);
+    q.protocol_type = kp_str_from("consumer");
+    q.protocols = &p;
+    q.protocols_count = 1;
+    agent_env_send(&e, 0, 11, 5, ++e.corr, "test-groups", &q);
+    for (int i = 0; i < 300; i++) { /* the Parked reply arrives; the answer would take 3 s */
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    agent_groups_drain(&e.a);
+    size_t rest = 0;
+    assert_int_equal(agent_env_recv(&e, 0, 11, 5, 100000, &j, &rest), e.corr);
+    assert_int_equal(j.error_code, KP_ERROR_COORDINATOR_NOT_AVAILABLE);
+    stop(&e);
+}
+
 int run_test_groups(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_find_coordinator),
         cmocka_unit_test(test_forwarding),
+        cmocka_unit_test(test_drain),
     };
     return cmocka_run_group_tests_name("agent_groups", tests, NULL, NULL);
 }
