@@ -579,6 +579,7 @@ static void meta__gcomplete_join(struct meta_groups *gs, struct meta_group *g, i
         meta__gset(&g->protocol, NULL);
         meta__gset(&g->leader, NULL);
         g->state = META_GROUP_EMPTY;
+        g->empty_since_ms = now;
         return;
     }
     meta__gset(&g->protocol, meta__gselect_protocol(g));
@@ -1119,6 +1120,51 @@ bool meta_group_topic_subscribed(const struct meta_group *g, struct kp_str topic
         }
     }
     return false;
+}
+
+void meta_groups_expire(struct meta_groups *gs, int64_t now, int64_t retention_ms,
+                        meta_groups_expire_fn fn, void *arg)
+{
+    if (retention_ms <= 0) {
+        return;
+    }
+    /* fn may delete the group: walk a snapshot of the group pointers. */
+    uint32_t n = gs->n_groups;
+    struct meta_group **v = kp_xmalloc(sizeof(*v) * (n ? n : 1));
+    memcpy(v, gs->groups, sizeof(*v) * n);
+    struct kp_str *topics = NULL;
+    int32_t *parts = NULL;
+    uint32_t cap = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct meta_group *g = v[i];
+        if (g->state != META_GROUP_EMPTY || g->n_members > 0 || g->n_pending > 0 || !g->persisted) {
+            continue;
+        }
+        if (g->empty_since_ms == 0) {
+            g->empty_since_ms = now; /* Empty since it was loaded or created */
+        }
+        if (g->n_offsets > cap) {
+            cap = g->n_offsets;
+            topics = kp_xrealloc(topics, sizeof(*topics) * cap);
+            parts = kp_xrealloc(parts, sizeof(*parts) * cap);
+        }
+        uint32_t k = 0;
+        for (uint32_t o = 0; o < g->n_offsets; o++) {
+            const struct meta_goffset *x = &g->offsets[o];
+            int64_t since = x->commit_ms > g->empty_since_ms ? x->commit_ms : g->empty_since_ms;
+            if (now - since >= retention_ms) {
+                topics[k] = kp_str_from(x->topic);
+                parts[k++] = x->partition;
+            }
+        }
+        bool drop = k == g->n_offsets && now - g->empty_since_ms >= retention_ms;
+        if (k > 0 || drop) {
+            fn(arg, g, topics, parts, k, drop);
+        }
+    }
+    free(topics);
+    free(parts);
+    free(v);
 }
 
 const struct meta_goffset *meta_group_offset(const struct meta_group *g, struct kp_str topic,
