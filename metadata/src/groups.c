@@ -1137,7 +1137,8 @@ void meta_groups_expire(struct meta_groups *gs, int64_t now, int64_t retention_m
     uint32_t cap = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct meta_group *g = v[i];
-        if (g->state != META_GROUP_EMPTY || g->n_members > 0 || g->n_pending > 0 || !g->persisted) {
+        /* Live-only groups (members came and went, nothing committed) go the same way. */
+        if (g->state != META_GROUP_EMPTY || g->n_members > 0 || g->n_pending > 0) {
             continue;
         }
         if (g->empty_since_ms == 0) {
