@@ -1125,12 +1125,12 @@ bool meta_group_topic_subscribed(const struct meta_group *g, struct kp_str topic
 void meta_groups_expire(struct meta_groups *gs, int64_t now, int64_t retention_ms,
                         meta_groups_expire_fn fn, void *arg)
 {
-    if (retention_ms <= 0) {
+    uint32_t n = gs->n_groups;
+    if (retention_ms <= 0 || n == 0) {
         return;
     }
     /* fn may delete the group: walk a snapshot of the group pointers. */
-    uint32_t n = gs->n_groups;
-    struct meta_group **v = kp_xmalloc(sizeof(*v) * (n ? n : 1));
+    struct meta_group **v = kp_xmalloc(sizeof(*v) * n);
     memcpy(v, gs->groups, sizeof(*v) * n);
     struct kp_str *topics = NULL;
     int32_t *parts = NULL;

@@ -488,6 +488,9 @@ static void test_retention(void **st_)
     (void)st_;
     struct meta_state st;
     struct meta_groups *gs = setup(&st);
+    expired_calls = 0;
+    meta_groups_expire(gs, T0, 1000, on_expired, NULL); /* no groups at all */
+    assert_int_equal(expired_calls, 0);
     struct meta_goffset_in o[] = {{S("t1"), 0, 1, -1, S("")}, {S("t1"), 1, 1, -1, S("")}};
     meta_groups_apply_commit(gs, T0, S("e"), o, 1);
     meta_groups_apply_commit(gs, T0 + 500, S("e"), o + 1, 1);
