@@ -278,6 +278,9 @@ void agent_fetch_free(struct agent *a);
 void agent_groups_on_notify(struct agent *a, const struct kp_meta_notify_response *n);
 /* The metadata connection went down: parked group requests are failed. */
 void agent_groups_on_meta_state(struct agent *a, bool connected);
+/* Shutdown: group requests still waiting (a JoinGroup may wait minutes) are failed now, with
+ * COORDINATOR_NOT_AVAILABLE, so their clients move to another agent. */
+void agent_groups_drain(struct agent *a);
 
 /* Runs the agent until SIGTERM/SIGINT: store, metadata, listener, loop. 0 on a clean stop. */
 int agent_run(struct agent *a);

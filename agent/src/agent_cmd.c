@@ -246,6 +246,7 @@ static void agent__signal_cb(uv_signal_t *s, int signum)
     uv_timer_start(&a->grace, agent__grace_cb, AGENT__SHUTDOWN_GRACE_MS, 0);
     uv_unref((uv_handle_t *)&a->grace);
     agent_fetch_drain(a);
+    agent_groups_drain(a);
     agent_produce_drain(a, agent__drained);
 }
 

@@ -14,7 +14,8 @@
  * so an operation ends when it has both its RPC reply and its answer. When the metadata
  * connection drops, waiting requests are answered with COORDINATOR_NOT_AVAILABLE where the api
  * has a single error code, and otherwise the client connection is closed (clients treat both as
- * a coordinator failure: they look the coordinator up again and retry).
+ * a coordinator failure: they look the coordinator up again and retry). On shutdown, parked
+ * requests are failed the same way at once.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -189,6 +190,20 @@ void agent_groups_on_meta_state(struct agent *a, bool connected)
         }
         if (op->req != NULL && op->rpc_done) {
             agent__gop_fail(op, "metadata service connection lost");
+        }
+        agent__gop_maybe_free(op);
+    }
+}
+
+void agent_groups_drain(struct agent *a)
+{
+    for (struct agent__gop *op = agent__gops, *next; op != NULL; op = next) {
+        next = op->next;
+        if (op->a != a) {
+            continue;
+        }
+        if (op->req != NULL && op->rpc_done) { /* parked; the others are answered soon */
+            agent__gop_fail(op, "agent stopping");
         }
         agent__gop_maybe_free(op);
     }

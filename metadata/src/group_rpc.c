@@ -225,11 +225,36 @@ void meta__groups_flush(struct meta_server *srv)
                 }
             }
         }
-        /* A failed journal never acknowledges: the agent's connection closes (it fails the
-         * parked requests then), as for every other answer that cannot be made durable. */
+        /* A failed journal never acknowledges: the answer is dropped, and the client's own
+         * request timeout makes it look the coordinator up again (docs/groups.md). */
         meta__buf_free(&p->body);
     }
     srv->n_gpush = kept;
+}
+
+/* Journals the expiry of a group's offsets (and of the group) as ordinary deletions, so replay
+ * needs no clock. */
+static void meta__expire_cb(void *arg, const struct meta_group *g, const struct kp_str *topics,
+                            const int32_t *partitions, uint32_t n, bool delete_group)
+{
+    struct meta_server *srv = arg;
+    struct meta_groups *gs = srv->state.groups;
+    int64_t now = meta__now_ms();
+    char *id = kp_xstrdup(g->id); /* g goes away with the deletion */
+    struct kp_str gid = kp_str_from(id);
+    if (n > 0) {
+        meta_op_group_offset_delete(&srv->op, now, gid, topics, partitions, n);
+        meta_groups_apply_offset_delete(gs, gid, topics, partitions, n);
+        meta__journal_op(srv);
+    }
+    if (delete_group) {
+        meta_op_group_delete(&srv->op, now, gid);
+        meta_groups_apply_delete(gs, gid);
+        meta__journal_op(srv);
+    }
+    rn_log(RN_LOG_INFO, "group_offsets_expired", "group=\"%s\" offsets=%u group_deleted=%d", id, n,
+           delete_group);
+    free(id);
 }
 
 static void meta__on_group_timer(uv_timer_t *t)
@@ -238,7 +263,13 @@ static void meta__on_group_timer(uv_timer_t *t)
     if (srv->state.groups == NULL || srv->failed) {
         return;
     }
-    meta_groups_tick(srv->state.groups, meta__now_ms());
+    int64_t now = meta__now_ms();
+    meta_groups_tick(srv->state.groups, now);
+    if (now - srv->gexpired_ms >= 1000) {
+        srv->gexpired_ms = now;
+        meta_groups_expire(srv->state.groups, now, srv->opt.offsets_retention_ms, meta__expire_cb,
+                           srv);
+    }
     meta__gpush_seal(srv);
     meta__groups_flush(srv);
 }

@@ -579,6 +579,7 @@ static void meta__gcomplete_join(struct meta_groups *gs, struct meta_group *g, i
         meta__gset(&g->protocol, NULL);
         meta__gset(&g->leader, NULL);
         g->state = META_GROUP_EMPTY;
+        g->empty_since_ms = now;
         return;
     }
     meta__gset(&g->protocol, meta__gselect_protocol(g));
@@ -665,14 +666,16 @@ static void meta__gjoin_and_rebalance(struct meta_groups *gs, struct meta_group 
 /* Answers a join with the current generation without rebalancing. */
 static void meta__gjoin_current(struct meta_groups *gs, struct meta_group *g,
                                 struct meta_gmember *m, struct meta_gwait w, bool with_members,
-                                bool skip)
+                                bool skip, const char *leader_override)
 {
     struct meta_greply r = {.api_key = META_API_JOIN_GROUP,
                             .to = w,
                             .generation = g->generation,
                             .protocol_type = g->protocol_type,
                             .protocol = g->protocol,
-                            .leader = g->leader != NULL ? g->leader : "",
+                            .leader = leader_override != NULL ? leader_override
+                                      : g->leader != NULL     ? g->leader
+                                                              : "",
                             .member_id = m->id,
                             .group = with_members ? g : NULL,
                             .skip_assignment = skip};
@@ -724,20 +727,27 @@ void meta_group_join(struct meta_groups *gs, int64_t now, const struct meta_gjoi
         if (old != NULL) {
             /* KIP-345: the new instance replaces the old member id; the old one is fenced. */
             meta__gfail_waits(gs, old, KP_ERROR_FENCED_INSTANCE_ID);
-            if (g->leader != NULL && strcmp(g->leader, old->id) == 0) {
+            char *old_id = old->id;
+            bool leader = g->leader != NULL && strcmp(g->leader, old_id) == 0;
+            if (leader) {
                 meta__gset(&g->leader, id);
             }
-            free(old->id);
             old->id = id;
             old->expires_ms = now + j->session_ms;
-            bool same = meta__gmember_matches(old, j);
-            bool leader = g->leader != NULL && strcmp(g->leader, id) == 0;
-            if (g->state == META_GROUP_STABLE && same && (!leader || w.version >= 9)) {
+            if (g->state == META_GROUP_STABLE && meta__gmember_matches(old, j)) {
+                /* No rebalance: the member gets the current generation and, with SyncGroup, its
+                 * stored assignment. A returning leader is told to skip the assignment (v9,
+                 * KIP-814); before v9 the answer names the old leader id, so the member does not
+                 * see itself as leader and does not assign (Kafka's behaviour before KIP-814). */
                 meta__gupdate_member(old, j);
                 old->synced = true;
-                meta__gjoin_current(gs, g, old, w, leader, leader);
+                meta__gjoin_current(gs, g, old, w, leader && w.version >= 9,
+                                    leader && w.version >= 9,
+                                    leader && w.version < 9 ? old_id : NULL);
+                free(old_id);
                 return;
             }
+            free(old_id);
             meta__gjoin_and_rebalance(gs, g, old, j, w, now);
             return;
         }
@@ -771,13 +781,13 @@ void meta_group_join(struct meta_groups *gs, int64_t now, const struct meta_gjoi
     switch (g->state) {
     case META_GROUP_COMPLETING_REBALANCE:
         if (meta__gmember_matches(m, j)) {
-            meta__gjoin_current(gs, g, m, w, leader, false);
+            meta__gjoin_current(gs, g, m, w, leader, false, NULL);
             return;
         }
         break;
     case META_GROUP_STABLE:
         if (!leader && meta__gmember_matches(m, j)) {
-            meta__gjoin_current(gs, g, m, w, false, false);
+            meta__gjoin_current(gs, g, m, w, false, false, NULL);
             return;
         }
         break;
@@ -1110,6 +1120,52 @@ bool meta_group_topic_subscribed(const struct meta_group *g, struct kp_str topic
         }
     }
     return false;
+}
+
+void meta_groups_expire(struct meta_groups *gs, int64_t now, int64_t retention_ms,
+                        meta_groups_expire_fn fn, void *arg)
+{
+    uint32_t n = gs->n_groups;
+    if (retention_ms <= 0 || n == 0) {
+        return;
+    }
+    /* fn may delete the group: walk a snapshot of the group pointers. */
+    struct meta_group **v = kp_xmalloc(sizeof(*v) * n);
+    memcpy(v, gs->groups, sizeof(*v) * n);
+    struct kp_str *topics = NULL;
+    int32_t *parts = NULL;
+    uint32_t cap = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct meta_group *g = v[i];
+        /* Live-only groups (members came and went, nothing committed) go the same way. */
+        if (g->state != META_GROUP_EMPTY || g->n_members > 0 || g->n_pending > 0) {
+            continue;
+        }
+        if (g->empty_since_ms == 0) {
+            g->empty_since_ms = now; /* Empty since it was loaded or created */
+        }
+        if (g->n_offsets > cap) {
+            cap = g->n_offsets;
+            topics = kp_xrealloc(topics, sizeof(*topics) * cap);
+            parts = kp_xrealloc(parts, sizeof(*parts) * cap);
+        }
+        uint32_t k = 0;
+        for (uint32_t o = 0; o < g->n_offsets; o++) {
+            const struct meta_goffset *x = &g->offsets[o];
+            int64_t since = x->commit_ms > g->empty_since_ms ? x->commit_ms : g->empty_since_ms;
+            if (now - since >= retention_ms) {
+                topics[k] = kp_str_from(x->topic);
+                parts[k++] = x->partition;
+            }
+        }
+        bool drop = k == g->n_offsets && now - g->empty_since_ms >= retention_ms;
+        if (k > 0 || drop) {
+            fn(arg, g, topics, parts, k, drop);
+        }
+    }
+    free(topics);
+    free(parts);
+    free(v);
 }
 
 const struct meta_goffset *meta_group_offset(const struct meta_group *g, struct kp_str topic,

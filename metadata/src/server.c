@@ -29,6 +29,7 @@ void meta_server_options_default(struct meta_server_options *o)
     o->snapshot_bytes = 256u << 20;
     o->max_frame = 64u << 20;
     o->group_initial_delay_ms = 3000;
+    o->offsets_retention_ms = 7LL * 24 * 3600 * 1000;
 }
 
 int meta_server_port(const struct meta_server *s)

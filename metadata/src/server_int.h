@@ -107,6 +107,7 @@ struct meta_server {
     int64_t gcur_ticket;             /* its ticket */
     bool gcur_active;                /* a group request is being executed */
     bool gcur_answered;              /* gcur_body holds its answer */
+    int64_t gexpired_ms;             /* last offset-retention pass (once a second) */
 };
 
 struct meta__request {

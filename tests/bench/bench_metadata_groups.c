@@ -222,6 +222,16 @@ static void on_answer(int64_t ticket, const struct kp_bytes *body)
     } else {
         g_outstanding--;
         g_commits_done++;
+        if (g_commit_parts > 0) { /* a commit (leaves come after the commit runs) */
+            struct kp_offset_commit_response rs;
+            kp_offset_commit_response_init(&rs);
+            if (kp_offset_commit_response_decode(&r, 8, &g_arena, &rs) != 0 ||
+                rs.topics_count != 1 || rs.topics[0].partitions[0].error_code != 0) {
+                fprintf(stderr, "commit refused (error %d)\n",
+                        rs.topics_count == 1 ? rs.topics[0].partitions[0].error_code : -1);
+                exit(1);
+            }
+        }
     }
 }
 
@@ -377,6 +387,7 @@ int main(int argc, char **argv)
         if (s == 0) {
             run_commits(seconds, 1);
             run_commits(seconds, 100);
+            g_commit_parts = 0;
         }
         /* Leave: the next size starts from an empty group. */
         for (int i = 0; i < g_n; i++) {

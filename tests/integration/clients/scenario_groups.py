@@ -18,6 +18,7 @@ confluent-kafka-python and kafka-python, node/group_worker.mjs for kafkajs and
   admin      the client's admin API lists the group once, describes it (state, members),
              refuses to delete it while it has members (NON_EMPTY_GROUP) and deletes it after
   restart    the metadata service is restarted: committed offsets are intact
+At the end every runnel process must exit 0 on SIGTERM and no log may hold a sanitizer report.
 
 usage: scenario_groups.py --runnel build/x/agent/runnel [--client NAME|all] [--only CHECK]
 Every wait is bounded; the whole run for one client takes about a minute.
@@ -87,6 +88,26 @@ class Cluster:
             self.agents.append(p)
             wait_port("127.0.0.1", port, 30, p)
         return self
+
+    def stop_all(self):
+        """SIGTERM to every process; returns the problems: a non-zero exit status, or a sanitizer
+        report in a log (the ASan+UBSan build prints UBSan findings without failing)."""
+        problems = []
+        for name, p in [("agent%d" % (i + 1), a) for i, a in enumerate(self.agents)] + [
+                ("metadata", self.meta)]:
+            if p is not None:
+                rc = stop_process(p)
+                if rc != 0:
+                    problems.append("%s exited %s on SIGTERM" % (name, rc))
+        self.agents, self.meta = [], None
+        for f in sorted(os.listdir(self.tmp)):
+            if f.endswith(".log"):
+                with open(os.path.join(self.tmp, f), errors="replace") as fh:
+                    text = fh.read()
+                for marker in ("runtime error:", "AddressSanitizer", "LeakSanitizer"):
+                    if marker in text:
+                        problems.append("%s: %s" % (f, marker))
+        return problems
 
     def __exit__(self, *exc):
         for p in self.agents + [self.meta]:
@@ -510,6 +531,9 @@ def main():
                 rep.run(name, fn, cl, client)
             failures += rep.failed
             rep.summary()
+        for problem in cl.stop_all():
+            print("FAIL groups/processes: %s" % problem, flush=True)
+            failures += 1
         if failures:
             cl.keep = True
     sys.exit(1 if failures else 0)

@@ -43,6 +43,7 @@ struct env {
 };
 
 static struct env *g_env;
+static int64_t g_retention_ms = 7LL * 24 * 3600 * 1000; /* offsets.retention for start() */
 
 static void pump(struct env *e, bool (*done)(struct env *e, int64_t t), int64_t t)
 {
@@ -122,6 +123,7 @@ static void start(struct env *e, bool fresh)
     o.data_dir = e->dir;
     o.port = 0;
     o.group_initial_delay_ms = 0;
+    o.offsets_retention_ms = g_retention_ms;
     char err[256];
     assert_int_equal(meta_server_open(&e->srv, &e->loop, &o, err, sizeof(err)), 0);
     assert_int_equal(meta_client_open(&e->cli, &e->loop, "127.0.0.1", meta_server_port(e->srv)), 0);
@@ -476,10 +478,69 @@ static void test_group_rpc(void **st)
     free(e);
 }
 
+static bool fetch_is(struct env *e, int64_t want)
+{
+    struct kp_offset_fetch_request fq;
+    kp_offset_fetch_request_init(&fq);
+    struct kp_offset_fetch_request_offset_fetch_request_topic tq;
+    kp_offset_fetch_request_offset_fetch_request_topic_init(&tq);
+    int32_t parts[] = {0};
+    tq.name = kp_str_from("t");
+    tq.partition_indexes = parts;
+    tq.partition_indexes_count = 1;
+    fq.group_id = kp_str_from("g");
+    fq.topics = &tq;
+    fq.topics_count = 1;
+    send_k(e, 40, 9, 1, &fq);
+    struct kp_offset_fetch_response *f = decode(e, 40, 9, 1);
+    return f->topics[0].partitions[0].committed_offset == want;
+}
+
+static int list_count(struct env *e)
+{
+    struct kp_list_groups_request lq;
+    kp_list_groups_request_init(&lq);
+    send_k(e, 41, 16, 5, &lq);
+    struct kp_list_groups_response *l = decode(e, 41, 16, 5);
+    return l->groups_count;
+}
+
+/* offsets.retention: the offsets of an Empty group expire, then the group; journaled. */
+static void test_retention(void **st)
+{
+    (void)st;
+    struct env *e = kp_xcalloc(1, sizeof(*e));
+    g_retention_ms = 300;
+    start(e, true);
+    create_topic(e);
+    /* A simple consumer's commit (generation -1) creates the group. */
+    assert_int_equal(commit_one(e, 1, "", -1, "t", 0, 5, kp_str_from("")), 0);
+    assert_true(fetch_is(e, 5));
+    assert_int_equal(list_count(e), 1);
+    for (int i = 0; i < 40 && !fetch_is(e, -1); i++) {
+        for (int k = 0; k < 50; k++) {
+            uv_run(&e->loop, UV_RUN_NOWAIT);
+            usleep(1000);
+        }
+    }
+    assert_true(fetch_is(e, -1));
+    assert_int_equal(list_count(e), 0);
+    /* The expiry was journaled: it stays expired after a restart (with retention off). */
+    g_retention_ms = 0;
+    stop(e, false);
+    start(e, false);
+    assert_true(fetch_is(e, -1));
+    assert_int_equal(list_count(e), 0);
+    g_retention_ms = 7LL * 24 * 3600 * 1000;
+    stop(e, true);
+    free(e);
+}
+
 int run_test_group_rpc(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_rpc),
+        cmocka_unit_test(test_retention),
     };
     return cmocka_run_group_tests_name("group_rpc", tests, NULL, NULL);
 }

@@ -408,6 +408,17 @@ static void test_static_members(void **st_)
                      KP_ERROR_UNKNOWN_MEMBER_ID);
     assert_int_equal(meta_group_heartbeat(gs, T0 + 102, S("s"), 2, S(b2), S("i9")),
                      KP_ERROR_UNKNOWN_MEMBER_ID);
+    /* The static leader restarting before v9: no rebalance, the answer names the old leader id
+     * so that it does not assign (it then syncs and gets its assignment). */
+    join(gs, T0 + 103, 11, "s", "", "i1", 5);
+    assert_int_equal(answers[11].error, 0);
+    assert_string_equal(answers[11].leader, a);
+    assert_string_not_equal(answers[11].member_id, a);
+    assert_int_equal(answers[11].n_members, -1);
+    assert_int_equal(g->state, META_GROUP_STABLE);
+    snprintf(a, sizeof(a), "%s", answers[11].member_id);
+    sync_(gs, T0 + 103, 12, "s", 2, a, "i1", NULL, 0);
+    assert_string_equal(answers[12].assignment, "SA");
     /* The static leader restarting with v9 keeps the assignment (KIP-814 SkipAssignment). */
     join(gs, T0 + 104, 10, "s", "", "i1", 9);
     assert_int_equal(answers[10].error, 0);
@@ -453,6 +464,53 @@ static void test_offsets(void **st_)
     assert_int_equal(meta_group_offset_delete_check(gs, S("c")), 0);
     assert_true(meta_group_topic_subscribed(c, S("t1")));
     assert_false(meta_group_topic_subscribed(c, S("t2")));
+    meta_state_free(&st);
+}
+
+static int expired_calls;
+static uint32_t expired_n;
+static bool expired_drop;
+
+static void on_expired(void *arg, const struct meta_group *g, const struct kp_str *topics,
+                       const int32_t *partitions, uint32_t n, bool delete_group)
+{
+    (void)arg;
+    (void)g;
+    (void)topics;
+    (void)partitions;
+    expired_calls++;
+    expired_n = n;
+    expired_drop = delete_group;
+}
+
+static void test_retention(void **st_)
+{
+    (void)st_;
+    struct meta_state st;
+    struct meta_groups *gs = setup(&st);
+    expired_calls = 0;
+    meta_groups_expire(gs, T0, 1000, on_expired, NULL); /* no groups at all */
+    assert_int_equal(expired_calls, 0);
+    struct meta_goffset_in o[] = {{S("t1"), 0, 1, -1, S("")}, {S("t1"), 1, 1, -1, S("")}};
+    meta_groups_apply_commit(gs, T0, S("e"), o, 1);
+    meta_groups_apply_commit(gs, T0 + 500, S("e"), o + 1, 1);
+    char id[128];
+    lone_member(gs, "busy", id, sizeof(id));
+    meta_groups_apply_commit(gs, T0, S("busy"), o, 1);
+    expired_calls = 0;
+    meta_groups_expire(gs, T0 + 10, 1000, on_expired, NULL); /* Empty since now: nothing yet */
+    assert_int_equal(expired_calls, 0);
+    meta_groups_expire(gs, T0 + 1010, 1000, on_expired, NULL);
+    assert_int_equal(expired_calls, 1); /* the older offset only; the group keeps the newer */
+    assert_int_equal(expired_n, 1);
+    assert_false(expired_drop);
+    meta_groups_expire(gs, T0 + 1600, 1000, on_expired, NULL);
+    assert_int_equal(expired_calls, 2);
+    assert_int_equal(expired_n, 2);
+    assert_true(expired_drop);
+    /* A group with members never expires; retention 0 keeps everything. */
+    meta_groups_expire(gs, T0 + 1000000, 0, on_expired, NULL);
+    assert_int_equal(expired_calls, 2);
     meta_state_free(&st);
 }
 
@@ -535,6 +593,7 @@ int run_test_groups(void)
         cmocka_unit_test(test_static_members),
         cmocka_unit_test(test_offsets),
         cmocka_unit_test(test_persistence),
+        cmocka_unit_test(test_retention),
     };
     return cmocka_run_group_tests_name("groups", tests, NULL, NULL);
 }

@@ -118,6 +118,7 @@ struct meta_group {
     uint32_t n_offsets;            /* count */
     uint32_t cap_offsets;          /* allocated */
     bool persisted;                /* has journaled data (offsets or a stored generation) */
+    int64_t empty_since_ms;        /* live: when it last became Empty (0: not yet seen) */
 };
 
 /* One JoinGroup or SyncGroup answer for the emit callback; pointers valid during the call. */
@@ -224,6 +225,19 @@ int16_t meta_group_delete_check(const struct meta_groups *gs, struct kp_str grou
  */
 int16_t meta_group_offset_delete_check(const struct meta_groups *gs, struct kp_str group_id);
 bool meta_group_topic_subscribed(const struct meta_group *g, struct kp_str topic);
+
+/*
+ * Offset retention (offsets.retention.ms, KIP-211): calls fn once per Empty group whose offsets
+ * expired, i.e. retention_ms passed since both the commit and the group becoming Empty, with the
+ * expired (topic, partition) pairs (views valid during the call) and whether nothing else is
+ * left of the group so that it should be deleted (Kafka then drops the group). fn applies and
+ * journals the deletion (meta_groups_apply_offset_delete / _delete); nothing is changed here.
+ */
+typedef void (*meta_groups_expire_fn)(void *arg, const struct meta_group *g,
+                                      const struct kp_str *topics, const int32_t *partitions,
+                                      uint32_t n, bool delete_group);
+void meta_groups_expire(struct meta_groups *gs, int64_t now, int64_t retention_ms,
+                        meta_groups_expire_fn fn, void *arg);
 
 /* The committed offset of (topic, partition), or NULL. */
 const struct meta_goffset *meta_group_offset(const struct meta_group *g, struct kp_str topic,

@@ -30,6 +30,7 @@ struct meta_server_options {
     uint64_t snapshot_bytes;        /* write a snapshot once the journal grew by this much */
     size_t max_frame;               /* largest accepted request frame, bytes */
     int32_t group_initial_delay_ms; /* group.initial.rebalance.delay.ms (default 3000) */
+    int64_t offsets_retention_ms;   /* offsets.retention.minutes in ms (default 7 days); 0: keep */
 };
 
 struct meta_server;
