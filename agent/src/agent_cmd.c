@@ -23,6 +23,7 @@
 #include "obs.h"
 #include "runnel/common/config.h"
 #include "runnel/common/log.h"
+#include "runnel/common/obs.h"
 #include "runnel/metadata/server.h"
 #include "runnel/storage/store.h"
 
@@ -378,6 +379,17 @@ int agent_run(struct agent *a)
         printf("Runnel is running. Bootstrap address: %s:%d\n"
                "Try: echo hello | kcat -b %s:%d -P -t demo && kcat -b %s:%d -C -t demo -e\n",
                a->adv_host, a->adv_port, a->adv_host, a->adv_port, a->adv_host, a->adv_port);
+        char mhost[256];
+        int mport = 0;
+        if (rn_obs_port() > 0 &&
+            rn_parse_hostport(a->cfg.http_listen, mhost, sizeof(mhost), &mport) == 0) {
+            bool wild =
+                mhost[0] == '\0' || strcmp(mhost, "0.0.0.0") == 0 || strcmp(mhost, "::") == 0;
+            const char *h = wild ? a->adv_host : mhost;
+            bool v6 = strchr(h, ':') != NULL;
+            printf("Metrics: curl http://%s%s%s:%d/metrics (also /healthz, /readyz)\n",
+                   v6 ? "[" : "", h, v6 ? "]" : "", rn_obs_port());
+        }
         fflush(stdout);
     }
     uv_run(a->loop, UV_RUN_DEFAULT);

@@ -310,6 +310,8 @@ def scenario_dev(runnel, tmp):
         if ev.get("event") == "request":
             reqs.append(ev)
     check("log_json", not bad, bad[:2])
+    banner = "Metrics: curl http://127.0.0.1:%d/metrics" % hport
+    check("dev_banner", banner in open(os.path.join(tmp, "dev.log")).read(), banner)
     produce = [e for e in reqs if e.get("api") == "Produce"]
     check("log_request_lines", len(produce) >= 1 and all(
         e.get("peer") and e.get("correlation_id", "").isdigit() and
