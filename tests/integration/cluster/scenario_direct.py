@@ -22,6 +22,8 @@ Checks:
                            every acknowledged record once at its acknowledged offset, order kept,
                            bytes exact, and the concurrent consumer read exactly the same log
 
+  group-across-agents        a consumer group of confluent, kafka-python and confluent members, each
+                             bootstrapped at a different agent (group_check.py)
   metadata-restart           SIGKILL the metadata service past the agents' expiry: DescribeCluster
                              (raw request) keeps the last list meanwhile; after the restart every agent registers
                              again under its id and the list is the same
@@ -42,6 +44,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "clients"))
 sys.path.insert(0, HERE)
 
 import checks  # noqa: E402
+import group_check  # noqa: E402
 from adapters import ConfluentAdapter, KafkaPythonAdapter, NodeAdapter  # noqa: E402
 from cluster import SESSION_MS, ManyAgents, describe_cluster  # noqa: E402
 from common import (NODE_DIR, CheckFailed, Reporter, expect, expect_eq, unique,  # noqa: E402
@@ -272,6 +275,13 @@ def metadata_restart(cl):
            "exercised")
 
 
+def group_direct(cl):
+    """A consumer group whose three members (confluent, kafka-python, confluent) bootstrap at three
+    different agents, sharing one topic (group_check.py)."""
+    live = [a.addr for a in cl.agents if a.proc is not None]
+    group_check.group_across_agents([live[i % len(live)] for i in range(3)], cl.tmp)
+
+
 def clean_exit(cl):
     codes = cl.stop_agents()
     expect(codes and all(c == 0 for c in codes.values()),
@@ -298,6 +308,7 @@ def main():
                 rep.run("via-one-via-another/%s" % c, via_one_via_another, cl, c)
             if rep.run("kill-and-join", kill_and_join, cl, args, state):
                 rep.run("nothing-lost-nothing-duplicated", nothing_lost, cl, state)
+            rep.run("group-across-agents", group_direct, cl)
             rep.run("metadata-restart", metadata_restart, cl)
         rep.run("clean-exit", clean_exit, cl)
         rep.keep_on_failure(cl)

@@ -21,6 +21,9 @@ Checks:
                              the same log
   kafkajs-through-kill       kafkajs produces through HAProxy after the kills (on the agents left)
 
+  group-across-agents        a consumer group of confluent, kafka-python and confluent members, each
+                             started through a different agent: every partition held, every
+                             record consumed (group_check.py)
   readyz-drives-haproxy      HAProxy health-checks GET /readyz: SIGKILL the metadata service and
                              every agent leaves rotation; restart it and they return and serve
   clean-exit                 every agent still running exits 0 on SIGTERM
@@ -39,6 +42,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "clients"))
 sys.path.insert(0, HERE)
 
 import checks  # noqa: E402
+import group_check  # noqa: E402
 from adapters import ConfluentAdapter, KafkaPythonAdapter, NodeAdapter  # noqa: E402
 from cluster import ManyAgents  # noqa: E402
 from common import (NODE_DIR, CheckFailed, Reporter, expect, expect_eq, unique,  # noqa: E402
@@ -341,6 +345,21 @@ def readiness(cl):
                    first_offset=0)
 
 
+def group_lb(cl):
+    """A consumer group whose three members (confluent, kafka-python, confluent) start through
+    different live agents in turn (HAProxy's runtime API; after kill-and-join agents 3 and 4),
+    sharing one topic (group_check.py)."""
+    cl.all_ready()
+    live = [i for i, a in enumerate(cl.agents) if a.proc is not None][:3]
+
+    def only(i):
+        if i is None:
+            cl.all_ready()
+        else:
+            cl.only(live[i % len(live)])
+    group_check.group_across_agents([cl.bootstrap] * 3, cl.tmp, before_start=only)
+
+
 def clean_exit(cl):
     codes = cl.stop_agents()
     expect(codes and all(c == 0 for c in codes.values()),
@@ -373,6 +392,7 @@ def main():
         if "kafkajs" in clients:
             cl.all_ready()
             rep.run("kafkajs-through-kill", kafkajs_after, cl)
+        rep.run("group-across-agents", group_lb, cl)
         rep.run("readyz-drives-haproxy", readiness, cl)
         rep.run("clean-exit", clean_exit, cl)
         rep.keep_on_failure(cl)
