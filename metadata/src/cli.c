@@ -22,6 +22,8 @@ static char *meta__cli_log_level;
 static char *meta__cli_log_format;
 static char *meta__cli_http_listen;
 static int64_t meta__cli_snapshot_bytes;
+static int64_t meta__cli_group_delay_ms;
+static int64_t meta__cli_offsets_retention_min;
 
 static const struct rn_setting meta__cli_settings[] = {
     {"data.dir", RN_SETTING_STRING, "runnel-metadata", "journal and snapshot directory",
@@ -37,6 +39,13 @@ static const struct rn_setting meta__cli_settings[] = {
     {"http.listen", RN_SETTING_STRING, "",
      "host:port of the HTTP listener for /metrics, /healthz and /readyz; empty: none",
      &meta__cli_http_listen, 0, 0},
+    {"group.initial.rebalance.delay.ms", RN_SETTING_INT, "3000",
+     "how long the first rebalance of an empty consumer group waits for more members",
+     &meta__cli_group_delay_ms, 0, 300000},
+    {"offsets.retention.minutes", RN_SETTING_INT, "10080",
+     "committed offsets of an empty consumer group expire this long after the later of their "
+     "commit and the group becoming empty; 0: never",
+     &meta__cli_offsets_retention_min, 0, 5256000},
     {NULL, 0, NULL, NULL, NULL, 0, 0},
 };
 
@@ -111,6 +120,8 @@ int meta_cmd_metadata(int argc, char **argv)
     o.host = host;
     o.data_dir = meta__cli_data_dir;
     o.snapshot_bytes = (uint64_t)meta__cli_snapshot_bytes;
+    o.group_initial_delay_ms = (int32_t)meta__cli_group_delay_ms;
+    o.offsets_retention_ms = meta__cli_offsets_retention_min * 60000;
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct meta_server *srv = NULL;
