@@ -448,6 +448,24 @@ static bool meta__partition_exists(const struct meta_state *s, struct kp_str top
     return t != NULL && p >= 0 && (uint32_t)p < t->n_parts;
 }
 
+/*
+ * The expiry an OffsetCommit asks for, as Kafka keeps it: v2-v4 retention_time_ms (-1: the
+ * broker's retention) from now; v1 commit_timestamp (-1: now) plus the broker's retention.
+ * 0 when the commit asks for nothing (later versions, or the defaults).
+ */
+static int64_t
+meta__commit_expiry(const struct meta__gctx *x, int16_t v, const struct kp_offset_commit_request *q,
+                    const struct kp_offset_commit_request_offset_commit_request_partition *qp)
+{
+    if (v >= 2 && v <= 4 && q->retention_time_ms >= 0) {
+        return x->now + q->retention_time_ms;
+    }
+    if (v == 1 && qp->commit_timestamp >= 0 && x->srv->opt.offsets_retention_ms > 0) {
+        return qp->commit_timestamp + x->srv->opt.offsets_retention_ms;
+    }
+    return 0;
+}
+
 static int meta__offset_commit(struct meta__gctx *x, const struct kp_offset_commit_request *q)
 {
     int16_t v = x->rq->api_version;
@@ -499,6 +517,7 @@ static int meta__offset_commit(struct meta__gctx *x, const struct kp_offset_comm
                 o->offset = qp->committed_offset;
                 o->leader_epoch = v >= 6 ? qp->committed_leader_epoch : -1;
                 o->metadata = qp->committed_metadata;
+                o->expire_ms = meta__commit_expiry(x, v, q, qp);
             }
         }
     }

@@ -42,6 +42,7 @@ enum meta__gop {
     META_GOP_OFFSET_DELETE = 2,
     META_GOP_DELETE = 3,
     META_GOP_GENERATION = 4,
+    META_GOP_COMMIT_EXPIRE = 5, /* META_GOP_COMMIT with each offset's explicit expiry */
 };
 
 /* ---- small helpers ---- */
@@ -1153,7 +1154,8 @@ void meta_groups_expire(struct meta_groups *gs, int64_t now, int64_t retention_m
         for (uint32_t o = 0; o < g->n_offsets; o++) {
             const struct meta_goffset *x = &g->offsets[o];
             int64_t since = x->commit_ms > g->empty_since_ms ? x->commit_ms : g->empty_since_ms;
-            if (now - since >= retention_ms) {
+            /* An expiry the commit asked for (OffsetCommit v1-v4) replaces the retention rule. */
+            if (x->expire_ms > 0 ? now >= x->expire_ms : now - since >= retention_ms) {
                 topics[k] = kp_str_from(x->topic);
                 parts[k++] = x->partition;
             }
@@ -1213,6 +1215,7 @@ void meta_groups_apply_commit(struct meta_groups *gs, int64_t now, struct kp_str
         }
         x->offset = o[i].offset;
         x->leader_epoch = o[i].leader_epoch;
+        x->expire_ms = o[i].expire_ms;
         free(x->metadata);
         x->metadata = meta__gdup(o[i].metadata.len >= 0 ? o[i].metadata : kp_str_from(""));
         x->commit_ms = now;
@@ -1323,7 +1326,7 @@ static struct kp_str meta__gget(struct kp_reader *r)
 void meta_op_group_commit(struct meta_op_buf *b, int64_t now, struct kp_str group_id,
                           const struct meta_goffset_in *o, uint32_t n)
 {
-    struct meta__buf m = meta__gop_open(b, META_GOP_COMMIT, now, group_id);
+    struct meta__buf m = meta__gop_open(b, META_GOP_COMMIT_EXPIRE, now, group_id);
     meta__put_u32(&m, n);
     for (uint32_t i = 0; i < n; i++) {
         meta__gput(&m, o[i].topic);
@@ -1331,6 +1334,7 @@ void meta_op_group_commit(struct meta_op_buf *b, int64_t now, struct kp_str grou
         meta__put_u64(&m, (uint64_t)o[i].offset);
         meta__put_u32(&m, (uint32_t)o[i].leader_epoch);
         meta__gput(&m, o[i].metadata);
+        meta__put_u64(&m, (uint64_t)o[i].expire_ms);
     }
     meta__gop_close(b, &m);
 }
@@ -1374,7 +1378,8 @@ int meta__groups_apply_op(struct meta_state *s, int64_t now, struct kp_reader *r
         return kp_reader_fail(r, KP_ERR_INVALID, "group op without a group id");
     }
     switch (op) {
-    case META_GOP_COMMIT: {
+    case META_GOP_COMMIT:
+    case META_GOP_COMMIT_EXPIRE: {
         uint32_t n = kp_read_u32(r);
         if (r->err || (uint64_t)n * 24 > kp_reader_remaining(r)) {
             return kp_reader_fail(r, KP_ERR_SHORT, "offset count larger than the record");
@@ -1386,6 +1391,7 @@ int meta__groups_apply_op(struct meta_state *s, int64_t now, struct kp_reader *r
             o[i].offset = kp_read_i64(r);
             o[i].leader_epoch = kp_read_i32(r);
             o[i].metadata = meta__gget(r);
+            o[i].expire_ms = op == META_GOP_COMMIT_EXPIRE ? kp_read_i64(r) : 0;
         }
         if (!r->err) {
             meta_groups_apply_commit(gs, now, group, o, n);
@@ -1478,6 +1484,7 @@ void meta__groups_serialize(const struct meta_state *s, struct meta__buf *b)
             meta__put_u32(b, (uint32_t)o->leader_epoch);
             meta__put_str(b, o->metadata, strlen(o->metadata));
             meta__put_u64(b, (uint64_t)o->commit_ms);
+            meta__put_u64(b, (uint64_t)o->expire_ms);
         }
     }
     free(v);
@@ -1511,6 +1518,7 @@ int meta__groups_deserialize(struct meta_state *s, struct kp_reader *r)
             o.leader_epoch = kp_read_i32(r);
             o.metadata = meta__gget(r);
             int64_t at = kp_read_i64(r);
+            o.expire_ms = kp_read_i64(r);
             if (!r->err) {
                 meta_groups_apply_commit(gs, at, id, &o, 1);
             }

@@ -173,7 +173,7 @@ static void test_join_sync_heartbeat(void **st_)
                      KP_ERROR_INVALID_GROUP_ID);
     assert_int_equal(meta_group_heartbeat(gs, T0, nul, 1, S(id), KP_STR_NULL),
                      KP_ERROR_INVALID_GROUP_ID);
-    struct meta_goffset_in bad = {S("t1"), 0, 1, -1, S("")};
+    struct meta_goffset_in bad = {S("t1"), 0, 1, -1, S(""), 0};
     meta_groups_apply_commit(gs, T0, nul, &bad, 1);
     assert_null(meta_group_find(gs, "a", 1));
     assert_null(meta_group_find(gs, "a\0b", 3));
@@ -440,7 +440,8 @@ static void test_offsets(void **st_)
     assert_int_equal(meta_group_commit_check(gs, T0, S("simple"), -1, S(""), KP_STR_NULL), 0);
     assert_int_equal(meta_group_commit_check(gs, T0, S("simple"), 3, S("m"), KP_STR_NULL),
                      KP_ERROR_ILLEGAL_GENERATION);
-    struct meta_goffset_in o[] = {{S("t1"), 0, 42, 3, S("meta")}, {S("t1"), 1, 7, -1, KP_STR_NULL}};
+    struct meta_goffset_in o[] = {{S("t1"), 0, 42, 3, S("meta"), 0},
+                                  {S("t1"), 1, 7, -1, KP_STR_NULL, 0}};
     meta_groups_apply_commit(gs, T0, S("simple"), o, 2);
     struct meta_group *g = meta_group_find(gs, "simple", 6);
     assert_non_null(g);
@@ -491,7 +492,7 @@ static void test_retention(void **st_)
     expired_calls = 0;
     meta_groups_expire(gs, T0, 1000, on_expired, NULL); /* no groups at all */
     assert_int_equal(expired_calls, 0);
-    struct meta_goffset_in o[] = {{S("t1"), 0, 1, -1, S("")}, {S("t1"), 1, 1, -1, S("")}};
+    struct meta_goffset_in o[] = {{S("t1"), 0, 1, -1, S(""), 0}, {S("t1"), 1, 1, -1, S(""), 0}};
     meta_groups_apply_commit(gs, T0, S("e"), o, 1);
     meta_groups_apply_commit(gs, T0 + 500, S("e"), o + 1, 1);
     char id[128];
@@ -514,6 +515,25 @@ static void test_retention(void **st_)
     meta_state_free(&st);
 }
 
+/* OffsetCommit v1-v4 may name an expiry: it replaces the retention rule for that offset. */
+static void test_explicit_expiry(void **st_)
+{
+    (void)st_;
+    struct meta_state st;
+    struct meta_groups *gs = setup(&st);
+    struct meta_goffset_in o[] = {{S("t1"), 0, 1, -1, S(""), T0 + 100},
+                                  {S("t1"), 1, 1, -1, S(""), 0}};
+    meta_groups_apply_commit(gs, T0, S("x"), o, 2);
+    expired_calls = 0;
+    meta_groups_expire(gs, T0 + 50, 1000, on_expired, NULL);
+    assert_int_equal(expired_calls, 0);
+    meta_groups_expire(gs, T0 + 100, 1000, on_expired, NULL); /* long before the retention */
+    assert_int_equal(expired_calls, 1);
+    assert_int_equal(expired_n, 1);
+    assert_false(expired_drop);
+    meta_state_free(&st);
+}
+
 static void test_persistence(void **st_)
 {
     (void)st_;
@@ -521,7 +541,8 @@ static void test_persistence(void **st_)
     struct meta_groups *gs = setup(&live);
     struct meta_op_buf ops[8];
     memset(ops, 0, sizeof(ops));
-    struct meta_goffset_in o[] = {{S("t1"), 0, 42, 3, S("m")}, {S("t2"), 5, 9, -1, S("")}};
+    struct meta_goffset_in o[] = {{S("t1"), 0, 42, 3, S("m"), T0 + 5000},
+                                  {S("t2"), 5, 9, -1, S(""), 0}};
     meta_groups_apply_commit(gs, T0, S("g1"), o, 2);
     meta_op_group_commit(&ops[0], T0, S("g1"), o, 2);
     meta_groups_apply_generation(gs, S("g2"), 5, S("consumer"), S("range"), S("leader-1"));
@@ -553,6 +574,11 @@ static void test_persistence(void **st_)
     assert_int_equal(meta_state_serialize(&replayed, &b, &bl), 0);
     assert_int_equal(al, bl);
     assert_memory_equal(a, b, al);
+    /* The explicit expiry survives the journal and a snapshot. */
+    const struct meta_goffset *ex =
+        meta_group_offset(meta_group_find(replayed.groups, "g1", 2), S("t1"), 0);
+    assert_non_null(ex);
+    assert_int_equal(ex->expire_ms, T0 + 5000);
     struct meta_group *g2 = meta_group_find(replayed.groups, "g2", 2);
     assert_non_null(g2);
     assert_int_equal(g2->generation, 5); /* a restarted group continues its generations */
@@ -570,6 +596,9 @@ static void test_persistence(void **st_)
     assert_int_equal(meta_state_serialize(&loaded, &c, &cl), 0);
     assert_int_equal(cl, al);
     assert_memory_equal(a, c, al);
+    ex = meta_group_offset(meta_group_find(loaded.groups, "g1", 2), S("t1"), 0);
+    assert_non_null(ex);
+    assert_int_equal(ex->expire_ms, T0 + 5000);
     /* A truncated op is refused, not applied. */
     assert_int_not_equal(meta_op_apply(&loaded, ops[0].p, ops[0].len - 3, &why), 0);
     free(a);
@@ -594,6 +623,7 @@ int run_test_groups(void)
         cmocka_unit_test(test_offsets),
         cmocka_unit_test(test_persistence),
         cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_explicit_expiry),
     };
     return cmocka_run_group_tests_name("groups", tests, NULL, NULL);
 }

@@ -89,6 +89,7 @@ struct meta_goffset {
     int32_t leader_epoch; /* committed leader epoch, -1 when none */
     char *metadata;       /* committed metadata string, never NULL ("" when none) */
     int64_t commit_ms;    /* when it was committed */
+    int64_t expire_ms;    /* explicit expiry asked by the commit (v1-v4), 0 when none */
 };
 
 struct meta_gpending {
@@ -251,6 +252,7 @@ struct meta_goffset_in {
     int64_t offset;
     int32_t leader_epoch;
     struct kp_str metadata; /* null is stored as "" */
+    int64_t expire_ms;      /* explicit expiry (OffsetCommit v1-v4), 0 when none */
 };
 
 void meta_groups_apply_commit(struct meta_groups *gs, int64_t now, struct kp_str group_id,
