@@ -720,9 +720,8 @@ static void agent__fext_chunk_cb(void *arg, int err, const uint8_t *raw, size_t 
     }
 }
 
-static void agent__fpart_alloc(struct agent__fpart *fp, int32_t n, size_t total)
+static void agent__fpart_alloc(struct agent__fpart *fp, int32_t n)
 {
-    (void)total;
     fp->ext = kp_xcalloc((size_t)n, sizeof(*fp->ext));
     fp->n_ext = n;
 }
@@ -811,7 +810,7 @@ static bool agent__idx_serve(struct agent__fop *op, struct agent__fpart *fp)
     if (end == lo) {
         return true; /* over the limits: nothing from this partition this time */
     }
-    agent__fpart_alloc(fp, (int32_t)(end - lo), total);
+    agent__fpart_alloc(fp, (int32_t)(end - lo));
     for (uint32_t i = lo; i < end; i++) {
         const struct agent__iext *x = &s->idx[i];
         agent__fpart_add(op, fp, (int32_t)(i - lo), x->base_offset, x->last_offset, x->key,
@@ -878,7 +877,7 @@ static void agent__fop_lookup_cb(void *arg, int status, const void *response)
         if (n == 0) {
             continue;
         }
-        agent__fpart_alloc(fp, n, total);
+        agent__fpart_alloc(fp, n);
         for (int32_t k = 0; k < n; k++) {
             const struct kp_meta_lookup_response_meta_lookup_extent *x = &pr->extents[k];
             agent__fpart_add(op, fp, k, x->base_offset, x->last_offset, x->object_key.ptr,

@@ -934,49 +934,48 @@ int meta__group_call(struct meta_server *srv, struct meta__conn *c,
     srv->gcur_active = true;
     srv->gcur_answered = false;
     int rc;
+    bool at_once = true; /* only JoinGroup and SyncGroup may park (they set gcur_answered) */
     switch (rq->api_key) {
     case K_JOIN_GROUP:
         rc = meta__join(&x, body);
+        at_once = false;
         break;
     case K_SYNC_GROUP:
         rc = meta__sync(&x, body);
+        at_once = false;
         break;
     case K_HEARTBEAT:
         rc = meta__heartbeat_k(&x, body);
-        srv->gcur_answered = rc == 0;
         break;
     case K_LEAVE_GROUP:
         rc = meta__leave(&x, body);
-        srv->gcur_answered = rc == 0;
         break;
     case K_OFFSET_COMMIT:
         rc = meta__offset_commit(&x, body);
-        srv->gcur_answered = rc == 0;
         break;
     case K_OFFSET_FETCH:
         rc = meta__offset_fetch(&x, body);
-        srv->gcur_answered = rc == 0;
         break;
     case K_DESCRIBE_GROUPS:
         rc = meta__describe(&x, body);
-        srv->gcur_answered = rc == 0;
         break;
     case K_LIST_GROUPS:
         rc = meta__list(&x, body);
-        srv->gcur_answered = rc == 0;
         break;
     case K_DELETE_GROUPS:
         rc = meta__delete_groups(&x, body);
-        srv->gcur_answered = rc == 0;
         break;
     case K_OFFSET_DELETE:
         rc = meta__offset_delete(&x, body);
-        srv->gcur_answered = rc == 0;
         break;
     default:
         rc = 0;
+        at_once = false; /* answered by the error code alone, no body */
         rs->error_code = KP_ERROR_UNSUPPORTED_VERSION;
         break;
+    }
+    if (at_once) {
+        srv->gcur_answered = rc == 0;
     }
     srv->gcur_active = false;
     /* Answers this call produced for other parked requests depend on what it journaled. */
