@@ -505,6 +505,10 @@ static void store__op_attempt(struct store__op *op)
 {
     op->attempts++;
     op->running = true;
+    if (op->res.err != 0 && op->res.msg[0] != '\0') {
+        /* Kept for the message of a deadline that falls while the next attempt runs. */
+        snprintf(op->last_err, sizeof(op->last_err), "%.159s", op->res.msg);
+    }
     store__result_free(&op->res);
     op->store->ops->start(op->store, op);
 }
@@ -515,12 +519,13 @@ static void store__op_kind_restore(struct store__op *op);
 static void store__op_deliver_stop(struct store__op *op)
 {
     store__op_kind_restore(op);
+    /* What the attempt in flight saw, else what the last finished attempt saw. */
     char last[200];
-    snprintf(last, sizeof(last), "%.150s", op->res.msg);
-    int lerr = op->res.err;
+    bool cur = op->res.err != 0 && op->res.msg[0] != '\0';
+    snprintf(last, sizeof(last), "%.150s", cur ? op->res.msg : op->last_err);
     store__result_free(&op->res);
     if (op->stop_err == -ETIMEDOUT) {
-        if (lerr != 0 && last[0] != '\0') {
+        if (last[0] != '\0') {
             store__fail(&op->res, -ETIMEDOUT,
                         "deadline of %u ms exceeded after %d attempt(s); last error: %s",
                         op->timeout_ms, op->attempts, last);

@@ -49,6 +49,7 @@ struct store__op {
     struct store__result res;  /* filled by the backend during an attempt */
     uint64_t deadline;         /* loop time (ms) when the operation times out */
     int attempts;              /* attempts started */
+    char last_err[160];        /* message of the last attempt that ended with an error, or "" */
     bool running;              /* an attempt is in the backend */
     bool stopping;             /* cancelled/timed out while running; deliver when it returns */
     int stop_err;              /* -ECANCELED or -ETIMEDOUT for a stop */

@@ -8,16 +8,17 @@
  * Requests alternate between the two clients (A B B A ...), one at a time (durable file PUTs:
  * see run_case).
  *
- * For file:// PUTs a second peer does what Runnel's durable PUT does, with curl writing the
- * bytes: curl uploads to a temporary file:// name, then a helper opens it, fdatasync()s it,
- * renames it over the target and fsync()s the directory ("curl+sync"). Both ratios are printed:
- * against plain curl (which overwrites in place and never syncs) and against curl+sync (like
- * for like with a durable store; with nosync=true the plain-curl ratio is the like-for-like one).
+ * For file:// PUTs a second peer does what Runnel's PUT does, with curl writing the bytes: curl
+ * uploads to a temporary file:// name, then a helper opens it, fdatasync()s it, renames it over
+ * the target and fsync()s the directory ("curl+sync"); with nosync=true it only renames it
+ * ("curl+rename": an object appears whole or not at all, which an overwrite in place does not
+ * give). Both ratios are printed: against plain curl (which overwrites in place and never
+ * syncs) and against the second peer (like for like).
  *
  * usage: bench_storage_io URL [ROUNDS]
  *   URL   s3://bucket?endpoint=...  (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)
- *         file:///dir               (plain curl peer: file:// uploads without fsync, compare
- *                                    with ?nosync=true; curl+sync peer: see above)
+ *         file:///dir[?nosync=true] (plain curl peer: file:// uploads without fsync; second
+ *                                    peer: see above)
  *   ROUNDS requests per case and client (default 20; ranged GETs use 10x)
  */
 #include <errno.h>
@@ -174,10 +175,12 @@ static void curl_file_names(const char *key, const char *kind, char *path, size_
 static double curl_op_url(int kind, const char *key, const char *url_override, const uint8_t *buf,
                           size_t len, uint64_t off);
 
+static bool file_sync; /* file store that syncs: the second peer is curl+sync, else curl+rename */
+
 /*
- * The like-for-like peer of a durable file PUT: curl writes a temporary file, then the same
- * syscalls as Runnel's file backend make it durable and visible (fdatasync, rename, fsync of
- * the directory). Returns the latency in ms.
+ * The like-for-like peer of a file PUT: curl writes a temporary file, then the same syscalls as
+ * Runnel's file backend make it visible (rename) and, when the store syncs, durable (fdatasync
+ * before the rename, fsync of the directory after). Returns the latency in ms.
  */
 static double curl_sync_put(const char *key, const uint8_t *buf, size_t len)
 {
@@ -189,6 +192,13 @@ static double curl_sync_put(const char *key, const uint8_t *buf, size_t len)
     curl_file_names(key, ".curltmp-", tmp, sizeof(tmp), tmpurl, sizeof(tmpurl));
     double t0 = now_ms();
     curl_op_url(0, key, tmpurl, buf, len, 0);
+    if (!file_sync) {
+        if (rename(tmp, path) < 0) {
+            fprintf(stderr, "curl+rename PUT %s: %s\n", tmp, strerror(errno));
+            exit(1);
+        }
+        return now_ms() - t0;
+    }
     int fd = open(tmp, O_WRONLY | O_CLOEXEC);
     int dfd = -1;
     if (fd < 0 || fdatasync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0 ||
@@ -264,8 +274,7 @@ static double curl_op_url(int kind, const char *key, const char *url_override, c
     return t;
 }
 
-/* Writes back everything dirty on the file system holding the store's directory, so one pass starts
- * clean. */
+/* Writes back everything dirty on the store directory's file system: a pass starts clean. */
 static void settle_fs(void)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -279,7 +288,8 @@ static void settle_fs(void)
  * Runs `n` requests of one kind through both clients, alternating request by request so that
  * drift in the server or the machine (other processes, the OSD growing) hits both alike.
  *
- * Durable file PUTs (`synced` set) are the exception: plain curl never syncs, so the kernel
+ * File PUTs also run the second peer (`synced`: curl+sync or curl+rename). Durable file PUTs
+ * are the exception to the alternation: plain curl never syncs, so the kernel
  * writes its dirty pages back whenever it likes, and on this VM's rate-limited disk that
  * writeback lands inside whichever durable PUT's fdatasync happens to run next, adding tens of
  * milliseconds to a random few of them (the p99s of both durable clients doubled). So Runnel and
@@ -292,7 +302,7 @@ static void run_case(int kind, size_t size, size_t obj_size, int n, const uint8_
     double *lr = calloc((size_t)n, sizeof(double));
     double *lc = calloc((size_t)n, sizeof(double));
     double *ls = calloc((size_t)n, sizeof(double));
-    bool split = synced != NULL;
+    bool split = synced != NULL && file_sync;
     char key[64];
     uint64_t x = 12345;
     if (split) {
@@ -312,6 +322,17 @@ static void run_case(int kind, size_t size, size_t obj_size, int n, const uint8_
             }
             if (split && pass == 1) {
                 lc[i] = curl_op(kind, key, buf, size, off);
+            } else if (synced != NULL && !split) {
+                /* curl+rename: no syncs to disturb; all three alternate. */
+                if (i % 2 == 0) {
+                    lr[i] = runnel_op(kind, key, buf, size, off);
+                    lc[i] = curl_op(kind, key, buf, size, off);
+                    ls[i] = curl_sync_put(key, buf, size);
+                } else {
+                    ls[i] = curl_sync_put(key, buf, size);
+                    lc[i] = curl_op(kind, key, buf, size, off);
+                    lr[i] = runnel_op(kind, key, buf, size, off);
+                }
             } else if (split) {
                 if (i % 2 == 0) {
                     lr[i] = runnel_op(kind, key, buf, size, off);
@@ -374,9 +395,9 @@ int main(int argc, char **argv)
     snprintf(base, sizeof(base), "%.*s", q ? (int)(q - url) : (int)strlen(url), url);
     snprintf(params, sizeof(params), "%s", q ? q + 1 : "");
     is_s3 = strncmp(url, "s3://", 5) == 0;
-    /* The curl+sync peer only makes sense against a store that syncs. */
-    bool durable_file = !is_s3 && strstr(params, "nosync=true") == NULL &&
-                        strstr(params, "nosync=1") == NULL && strstr(params, "nosync&") == NULL;
+    /* The second peer: curl+sync against a file store that syncs, else curl+rename. */
+    file_sync = !is_s3 && strstr(params, "nosync=true") == NULL &&
+                strstr(params, "nosync=1") == NULL && strstr(params, "nosync&") == NULL;
     if (is_s3) {
         const char *ep = strstr(url, "endpoint=");
         if (ep == NULL) {
@@ -417,12 +438,13 @@ int main(int argc, char **argv)
         char name[32];
         snprintf(name, sizeof(name), "PUT %zu MiB", sizes[i] >> 20);
         struct stats sy;
-        run_case(0, sizes[i], 0, rounds, buf, &r, &c, durable_file ? &sy : NULL);
+        run_case(0, sizes[i], 0, rounds, buf, &r, &c, is_s3 ? NULL : &sy);
         report(name, r, c);
-        if (durable_file) {
-            printf("%-14s           curl+sync %8.1f MB/s p50 %7.2f ms p99 %7.2f ms | ratio %.2fx "
+        if (!is_s3) {
+            printf("%-14s         %11s %8.1f MB/s p50 %7.2f ms p99 %7.2f ms | ratio %.2fx "
                    "p99 %.2fx\n",
-                   "", sy.mbps, sy.p50, sy.p99, r.mbps / sy.mbps, r.p99 / sy.p99);
+                   "", file_sync ? "curl+sync" : "curl+rename", sy.mbps, sy.p50, sy.p99,
+                   r.mbps / sy.mbps, r.p99 / sy.p99);
             fflush(stdout);
         }
     }
