@@ -10,7 +10,10 @@
  * with ".rnltmp." and are never listed; keys with such a segment are refused.
  *
  * Reads: objects are written once and then only read or deleted, so the backend keeps a small
- * LRU cache of open descriptors (`fd_cache`, default 64) filled by reads on the thread pool. A GET
+ * LRU cache of open descriptors (`fd_cache`, default 64). A key not in it is opened on the loop
+ * thread with openat2(RESOLVE_CACHED), which succeeds only when every path component is in the
+ * kernel's lookup cache and fails with EAGAIN where it would have to read the disk
+ * (`cached_open`, default true); otherwise a read on the thread pool opens it. A GET
  * or HEAD of a cached key is answered on the loop thread when it can be without waiting for the
  * disk: fstat() of the open descriptor (an st_nlink of 0 means the key was deleted or replaced,
  * by us or anyone, and the entry is dropped), then preadv2(RWF_NOWAIT), which copies from the
@@ -29,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -48,12 +53,13 @@ struct store__fs_fd {
 };
 
 struct store__fs {
-    char *root;                /* absolute directory, no trailing '/' */
-    uint64_t max_get_bytes;    /* largest GET body */
-    bool nosync;               /* skip fsync (tests and benchmarks only) */
-    uint64_t seq;              /* temp file counter */
-    uint64_t inline_max;       /* largest GET body read on the loop thread */
-    bool nowait_unsupported;   /* the kernel refused RWF_NOWAIT: no more inline reads */
+    char *root;              /* absolute directory, no trailing '/' */
+    uint64_t max_get_bytes;  /* largest GET body */
+    bool nosync;             /* skip fsync (tests and benchmarks only) */
+    uint64_t seq;            /* temp file counter */
+    uint64_t inline_max;     /* largest GET body read on the loop thread */
+    bool nowait_unsupported; /* the kernel refused RWF_NOWAIT: no more inline reads */
+    bool cached_open;        /* open uncached keys on the loop with RESOLVE_CACHED (cached_open=) */
     struct store__fs_fd *fds;  /* descriptor cache (nfds slots) */
     size_t nfds;               /* slots; 0 disables the cache and inline reads */
     uint64_t clock;            /* LRU clock */
@@ -757,6 +763,26 @@ static void store__fs_queue(struct store *s, struct store__fs_work *w)
 }
 
 /*
+ * Opens key read-only on the loop thread if that cannot wait on the disk: openat2() with
+ * RESOLVE_CACHED fails with EAGAIN unless every path component is in the kernel's lookup cache.
+ * Returns the descriptor, or -1 to leave the open to the pool (not cached, not found, or any
+ * error, which the pool's open reports properly). A kernel or sandbox without openat2 turns
+ * cached opens off.
+ */
+static int store__fs_open_cached(struct store__fs *fs, const char *key)
+{
+    char *path = store__fs_path(fs, key);
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_CACHED};
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    int e = errno;
+    free(path);
+    if (fd < 0 && (e == ENOSYS || e == E2BIG || e == EINVAL)) {
+        fs->cached_open = false;
+    }
+    return fd;
+}
+
+/*
  * Tries to answer a GET or HEAD on the loop thread from a cached descriptor, without waiting on
  * the disk. Returns true if it took the attempt (answered it, or handed the part of the read
  * that is not in the page cache to the pool), false to run the attempt on the pool as usual.
@@ -767,6 +793,14 @@ static bool store__fs_try_inline(struct store *s, struct store__fs *fs, struct s
         return false;
     }
     struct store__fs_fd *e = store__fs_fd_find(fs, op->key);
+    if (e == NULL && fs->cached_open) {
+        int fd = store__fs_open_cached(fs, op->key);
+        if (fd >= 0) {
+            fs->st.cached_opens++;
+            store__fs_fd_insert(s, fs, op->key, fd);
+            e = store__fs_fd_find(fs, op->key);
+        }
+    }
     if (e == NULL) {
         return false;
     }
@@ -967,6 +1001,10 @@ int store__fs_open(struct store *s, struct store__url *u, char *err, size_t errl
     fs->tmpfile_ok = true;
     if (rc == 0) {
         rc = store__param_bool(u, "tmpfile", &fs->tmpfile_ok, err, errlen);
+    }
+    fs->cached_open = true;
+    if (rc == 0) {
+        rc = store__param_bool(u, "cached_open", &fs->cached_open, err, errlen);
     }
     if (access("/proc/self/fd", X_OK) != 0) {
         fs->tmpfile_ok = false; /* linkat() of an O_TMPFILE needs /proc without privileges */

@@ -143,6 +143,7 @@ struct store__fs_stats {
     uint64_t inline_reads; /* GET/HEAD answered on the loop thread from a cached descriptor */
     uint64_t fallbacks;    /* inline GETs finished on the pool (data not in the page cache) */
     uint64_t pool_reads;   /* GET/HEAD started on the pool (key not in the descriptor cache) */
+    uint64_t cached_opens; /* keys opened on the loop thread (openat2 RESOLVE_CACHED) */
     uint64_t evictions;    /* cached descriptors dropped (LRU, delete, overwrite, gone) */
     size_t cached;         /* descriptors in the cache now */
 };

@@ -4,7 +4,8 @@
  * page cache (injected EAGAIN, partial reads, a kernel without RWF_NOWAIT, a real page-cache
  * drop), keys deleted or replaced behind a cached descriptor (by the store and by another
  * process), GETs of unknown size (opened on the pool, read on the loop), LRU eviction,
- * cancellation and deadlines on both paths; create-only PUTs through
+ * cancellation and deadlines on both paths; keys opened on the loop thread with
+ * openat2(RESOLVE_CACHED); create-only PUTs through
  * O_TMPFILE and through a named temporary file. The general store contract on file:// is in
  * test_store.c.
  */
@@ -13,8 +14,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -95,19 +98,25 @@ static int setup_params(void **state, const char *params)
     return 0;
 }
 
+/* The tests of the pool path open keys there: cached opens (below) are off for them. */
 static int setup(void **state)
 {
-    return setup_params(state, "");
+    return setup_params(state, "?cached_open=false");
 }
 
 static int setup_small(void **state)
 {
-    return setup_params(state, "?fd_cache=2&inline_max=1000");
+    return setup_params(state, "?fd_cache=2&inline_max=1000&cached_open=false");
 }
 
 static int setup_named_tmp(void **state)
 {
-    return setup_params(state, "?tmpfile=false");
+    return setup_params(state, "?tmpfile=false&cached_open=false");
+}
+
+static int setup_cached_open(void **state)
+{
+    return setup_params(state, "");
 }
 
 static int setup_nocache(void **state)
@@ -555,6 +564,55 @@ static void test_create_only(void **state)
     create_only_checks(*state);
 }
 
+/* Whether this kernel opens with RESOLVE_CACHED (openat2, Linux 5.12+) here. */
+static bool cached_open_supported(const char *dir)
+{
+    struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_CACHED};
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, dir, &how, sizeof(how));
+    if (fd < 0) {
+        return errno == EAGAIN; /* supported, the directory just was not cached */
+    }
+    close(fd);
+    return true;
+}
+
+/* Keys not in the descriptor cache are opened on the loop thread when the lookup is cached. */
+static void test_cached_open(void **state)
+{
+    struct fstate *t = *state;
+    struct store_req r;
+    if (!cached_open_supported(t->dir)) {
+        skip();
+    }
+    put(t, "c/obj", t->data, OBJ_LEN);
+    /* Just written, so its path is in the kernel's lookup cache: no trip to the pool. */
+    get_check(t, "c/obj", 1000, 65536);
+    struct store__fs_stats st = stats(t);
+    assert_int_equal(st.cached_opens, 1);
+    assert_int_equal(st.pool_reads, 0);
+    assert_int_equal(st.inline_reads, 1);
+    assert_int_equal(st.cached, 1);
+    get_check(t, "c/obj", 0, OBJ_LEN);
+    assert_int_equal(stats(t).cached_opens, 1);
+    /* A missing key and a key that names a directory go to the pool, which says what is wrong. */
+    assert_int_equal(tstore_get(&t->loop, t->s, "c/none", 0, 10, &r), -ENOENT);
+    put(t, "c/dir/x", "x", 1);
+    assert_true(tstore_get(&t->loop, t->s, "c/dir", 0, 0, &r) < 0);
+    st = stats(t);
+    assert_int_equal(st.pool_reads, 2);
+    /* HEAD opens the same way. */
+    put(t, "c/h", t->data, 10);
+    struct store_req h = {0};
+    struct tstore_wait w = {0};
+    h.data = &w;
+    assert_int_equal(store_head(t->s, &h, "c/h", tstore_cb), 0);
+    assert_false(w.done);
+    assert_int_equal(tstore_wait(&t->loop, &h), 0);
+    assert_int_equal(h.size, 10);
+    assert_int_equal(stats(t).cached_opens, st.cached_opens + 1);
+    assert_int_equal(stats(t).pool_reads, 2);
+}
+
 static void test_params(void **state)
 {
     (void)state;
@@ -590,6 +648,9 @@ int run_test_fs(void)
         cmocka_unit_test_setup_teardown(test_no_cache, setup_nocache, teardown),
         cmocka_unit_test_setup_teardown(test_create_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_only, setup_named_tmp, teardown),
+        cmocka_unit_test_setup_teardown(test_cached_open, setup_cached_open, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_and_replaced, setup_cached_open, teardown),
+        cmocka_unit_test_setup_teardown(test_create_only, setup_cached_open, teardown),
         cmocka_unit_test(test_params),
     };
     return cmocka_run_group_tests_name("storage/fs", tests, NULL, NULL);
