@@ -34,6 +34,7 @@ struct agent_produce;
 struct agent_fetch;
 struct agent_topics;
 struct agent_obs;
+struct agent_peers;
 
 /* Settings of one agent process (see docs/configuration.md). */
 struct agent_config {
@@ -50,6 +51,7 @@ struct agent_config {
     int64_t flush_bytes;        /* size at which the open object is sealed */
     int64_t buffer_max_bytes;   /* produce bytes buffered + in flight before reads pause */
     int64_t cache_bytes;        /* chunk cache capacity */
+    int64_t cache_block_bytes;  /* objects are read in blocks of this size; 0: the default */
     int64_t zstd_level;         /* compression level of sealed chunks */
     bool auto_create_topics;    /* auto.create.topics.enable */
     int64_t default_partitions; /* num.partitions for auto-created topics */
@@ -61,6 +63,7 @@ struct agent_config {
     char *zone;                 /* availability zone registered in direct mode; may be empty */
     int64_t heartbeat_ms;       /* direct mode: interval between heartbeats */
     int64_t session_timeout_ms; /* direct mode: forgotten this long after the last heartbeat */
+    char *peer_address;         /* lb mode: host:port peers reach this agent at; may be NULL */
     char *http_listen;          /* host:port of /metrics, /healthz, /readyz; empty: none */
 };
 
@@ -141,9 +144,13 @@ struct agent_broker {
     const char *zone; /* NULL or "" when none */
 };
 
-/* Membership state of direct mode (cluster.c); all zero in load-balancer mode. */
+/* Membership state (cluster.c): direct mode, or load-balancer mode with a peer address (the
+ * agent then registers only to find the peers it shares object blocks with); else all zero. */
 struct agent_cluster {
-    bool direct;              /* cluster.mode=direct */
+    bool direct;         /* cluster.mode=direct */
+    bool peers_only;     /* lb mode, registered at peer_host:peer_port for block sharing */
+    char peer_host[256]; /* lb mode: the address registered */
+    int peer_port;
     bool registered;          /* holds a registration (id, epoch) the service accepted */
     bool in_flight;           /* a register or heartbeat RPC is outstanding */
     bool timer_started;       /* hb is initialised (closed at shutdown) */
@@ -174,6 +181,7 @@ struct agent {
     struct store *store;           /* object store */
     struct meta_server *dev_meta;  /* runnel dev: the in-process metadata service */
     struct agent_obs *obs;         /* metrics and readiness (obs.c) */
+    struct agent_peers *peers;     /* object blocks shared with other agents (peer.c) */
     uv_signal_t sigterm;           /* orderly shutdown */
     uv_signal_t sigint;
     uv_timer_t grace;             /* bounds how long shutdown waits for clients */
@@ -251,6 +259,17 @@ int32_t agent_cluster_leader(const struct agent_broker *view, size_t n, const st
 /* The zone named by a runnel_az=ZONE element of a client.id; false when there is none. */
 bool agent_cluster_client_zone(struct kp_str client_id, struct kp_str *zone);
 
+/* ---- Object blocks shared between agents (peer.c) ---- */
+
+/* Hooks the fetch path's cache up to the other agents (after agent_fetch_init). 0 or -EINVAL. */
+int agent_peers_init(struct agent *a);
+/* Fails the requests to peers in flight (their blocks are read from the store) and frees the
+ * peer connections once the loop ran their close callbacks. Call before agent_fetch_free. */
+void agent_peers_free(struct agent *a);
+/* The owner of block `index` of `key` among `peers` (rendezvous hashing), NULL when n is 0. */
+const struct agent_peer *agent_block_owner(const struct agent_peer *peers, size_t n,
+                                           const char *key, uint32_t index);
+
 /* ---- Hooks of the write and read paths, called by agent_run() ---- */
 
 int agent_produce_init(struct agent *a); /* produce.c */
@@ -289,6 +308,8 @@ int agent_run(struct agent *a);
 const struct agent_api *agent_api_find(int16_t key);
 /* Every served api in key order, for ApiVersions; *n receives the count. */
 const struct agent_api *agent_api_all(size_t *n);
+/* Runnel's own apis served on the Kafka listener to other agents (never advertised), or NULL. */
+const struct agent_api *agent_api_internal_find(int16_t key);
 
 /* Starts the listener on cfg.listen. 0 or a negative errno (logged). */
 int agent_server_start(struct agent *a);

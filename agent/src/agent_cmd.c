@@ -101,6 +101,13 @@ static struct agent_config agent__cfg;
          &agent__cfg.cache_bytes,                                                                  \
          0,                                                                                        \
          1024LL * 1024 * 1024 * 1024},                                                             \
+        {"cache.block.bytes",                                                                      \
+         RN_SETTING_INT,                                                                           \
+         "4m",                                                                                     \
+         "objects are read from the store in blocks of this size (the same on every agent)",       \
+         &agent__cfg.cache_block_bytes,                                                            \
+         1024,                                                                                     \
+         1024LL * 1024 * 1024},                                                                    \
         {"zstd.level",                                                                             \
          RN_SETTING_INT,                                                                           \
          "1",                                                                                      \
@@ -160,6 +167,10 @@ static const struct rn_setting agent__agent_settings[] = {
     {"heartbeat.interval.ms", RN_SETTING_INT, "1000",
      "direct mode: interval between heartbeats to the metadata service", &agent__cfg.heartbeat_ms,
      50, 60000},
+    {"cluster.peer.address", RN_SETTING_STRING, "",
+     "lb mode: host:port at which the other agents reach this agent's listener to share object "
+     "blocks; empty: the listen address unless it is a wildcard (then no sharing)",
+     &agent__cfg.peer_address, 0, 0},
     {"session.timeout.ms", RN_SETTING_INT, "6000",
      "direct mode: the metadata service drops an agent this long after its last heartbeat",
      &agent__cfg.session_timeout_ms, 200, 600000},
@@ -201,6 +212,7 @@ static void agent__finish(struct agent *a)
 {
     rn_log(RN_LOG_INFO, "stopped", NULL);
     agent_obs_stop(a);
+    agent_peers_free(a);
     agent_fetch_free(a);
     agent_produce_free(a);
     agent_topics_free(a);
@@ -364,7 +376,7 @@ int agent_run(struct agent *a)
     meta_client_set_state_cb(a->meta, agent__meta_state, a);
 
     if ((rc = agent_produce_init(a)) != 0 || (rc = agent_fetch_init(a)) != 0 ||
-        (rc = agent_cluster_init(a)) != 0) {
+        (rc = agent_peers_init(a)) != 0 || (rc = agent_cluster_init(a)) != 0) {
         goto out_fail;
     }
     if ((rc = agent_obs_start(a)) != 0 || (rc = agent_server_start(a)) != 0) {

@@ -13,12 +13,17 @@
  * NOT_LEADER. A client whose client.id carries runnel_az=ZONE sees only the agents of its zone
  * when there is one alive. While the metadata service cannot be reached the last list stays in
  * use; before the first answer the agent shows itself alone.
+ *
+ * In load-balancer mode an agent with a peer address (cluster.peer.address, or a listen address
+ * that names a host) registers and heartbeats too, at that address, only to learn the other
+ * agents it shares object blocks with (peer.c); its node.id and what clients see are unchanged.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent.h"
+#include "runnel/common/config.h"
 #include "runnel/common/log.h"
 #include "runnel/protocol/errors.h"
 
@@ -114,7 +119,9 @@ static void agent__heartbeat_cb(void *arg, int status, const void *response)
                (int)r->error_code);
         c->registered = false;
         c->want_id =
-            r->error_code == KP_ERROR_FENCED_INSTANCE_ID && a->cfg.node_id == 0 ? -1 : c->id;
+            r->error_code == KP_ERROR_FENCED_INSTANCE_ID && (a->cfg.node_id == 0 || c->peers_only)
+                ? -1
+                : c->id;
         agent__hb_send(a);
         return;
     }
@@ -144,10 +151,12 @@ static void agent__register_cb(void *arg, int status, const void *response)
     c->id = r->agent_id;
     c->want_id = r->agent_id;
     c->epoch = r->agent_epoch;
-    a->cfg.node_id = r->agent_id;
+    if (c->direct) {
+        a->cfg.node_id = r->agent_id;
+    }
     rn_log(RN_LOG_INFO, "agent_registered", "id=%d epoch=%lld address=%s:%d zone=\"%s\"",
-           (int)c->id, (long long)c->epoch, a->adv_host, a->adv_port,
-           a->cfg.zone != NULL ? a->cfg.zone : "");
+           (int)c->id, (long long)c->epoch, c->direct ? a->adv_host : c->peer_host,
+           c->direct ? a->adv_port : c->peer_port, a->cfg.zone != NULL ? a->cfg.zone : "");
     agent__hb_send(a); /* fetch the live list now rather than a period later */
 }
 
@@ -163,8 +172,8 @@ static void agent__hb_send(struct agent *a)
         struct kp_meta_register_agent_request q;
         kp_meta_register_agent_request_init(&q);
         q.agent_id = c->want_id;
-        q.host = kp_str_from(a->adv_host);
-        q.port = a->adv_port;
+        q.host = kp_str_from(c->direct ? a->adv_host : c->peer_host);
+        q.port = c->direct ? a->adv_port : c->peer_port;
         q.zone = kp_str_from(a->cfg.zone != NULL ? a->cfg.zone : "");
         q.session_timeout_ms = (int32_t)a->cfg.session_timeout_ms;
         rc = meta_client_call(a->meta, AGENT__META_API_REGISTER_AGENT, &q, agent__register_cb, a);
@@ -185,12 +194,64 @@ static void agent__hb_tick(uv_timer_t *t)
     agent__hb_send(t->data);
 }
 
+static void agent__hb_start(struct agent *a)
+{
+    struct agent_cluster *c = &a->cluster;
+    c->id = -1;
+    uv_timer_init(a->loop, &c->hb);
+    c->hb.data = a;
+    c->timer_started = true;
+    uv_timer_start(&c->hb, agent__hb_tick, 0, (uint64_t)a->cfg.heartbeat_ms);
+    uv_unref((uv_handle_t *)&c->hb);
+}
+
+/*
+ * Load-balancer mode: registers at the peer address when there is one (cluster.peer.address, or
+ * the listen address unless it is a wildcard or port 0), so that agents find each other to share
+ * object blocks. Never in runnel dev (one agent).
+ */
+static int agent__lb_peers_init(struct agent *a)
+{
+    struct agent_cluster *c = &a->cluster;
+    const char *addr = a->cfg.peer_address != NULL && a->cfg.peer_address[0] != '\0'
+                           ? a->cfg.peer_address
+                           : a->cfg.listen;
+    bool explicit_addr = addr != a->cfg.listen;
+    if (a->cfg.dev || addr == NULL || a->meta == NULL) {
+        return 0;
+    }
+    if (rn_parse_hostport(addr, c->peer_host, sizeof(c->peer_host), &c->peer_port) != 0 ||
+        c->peer_port <= 0) {
+        if (explicit_addr) {
+            rn_log(RN_LOG_ERROR, "bad_setting", "setting=cluster.peer.address value=\"%s\"", addr);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (c->peer_host[0] == '\0' || strcmp(c->peer_host, "0.0.0.0") == 0 ||
+        strcmp(c->peer_host, "::") == 0) {
+        if (explicit_addr) {
+            rn_log(RN_LOG_ERROR, "bad_setting",
+                   "setting=cluster.peer.address value=\"%s\" hint=\"not a wildcard\"", addr);
+            return -EINVAL;
+        }
+        return 0; /* no address the others could use: read every block from the store */
+    }
+    if (a->cfg.session_timeout_ms <= a->cfg.heartbeat_ms) {
+        return 0;
+    }
+    c->peers_only = true;
+    c->want_id = -1;
+    agent__hb_start(a);
+    return 0;
+}
+
 int agent_cluster_init(struct agent *a)
 {
     struct agent_cluster *c = &a->cluster;
     const char *mode = a->cfg.cluster_mode != NULL ? a->cfg.cluster_mode : "lb";
     if (strcmp(mode, "lb") == 0) {
-        return 0;
+        return agent__lb_peers_init(a);
     }
     if (strcmp(mode, "direct") != 0 || a->cfg.dev) {
         rn_log(RN_LOG_ERROR, "bad_setting", "setting=cluster.mode value=\"%s\" hint=\"%s\"", mode,
@@ -205,12 +266,7 @@ int agent_cluster_init(struct agent *a)
     }
     c->direct = true;
     c->want_id = a->cfg.node_id > 0 ? (int32_t)a->cfg.node_id : -1;
-    c->id = -1;
-    uv_timer_init(a->loop, &c->hb);
-    c->hb.data = a;
-    c->timer_started = true;
-    uv_timer_start(&c->hb, agent__hb_tick, 0, (uint64_t)a->cfg.heartbeat_ms);
-    uv_unref((uv_handle_t *)&c->hb);
+    agent__hb_start(a);
     return 0;
 }
 

@@ -1204,6 +1204,14 @@ int agent_fetch_init(struct agent *a)
     struct agent_fetch *fs = kp_xcalloc(1, sizeof(*fs));
     fs->a = a;
     fs->cache = agent_cache_new(a->loop, a->store, (size_t)a->cfg.cache_bytes);
+    if (a->cfg.cache_block_bytes > 0 &&
+        agent_cache_set_block_bytes(fs->cache, (size_t)a->cfg.cache_block_bytes) != 0) {
+        rn_log(RN_LOG_ERROR, "bad_setting", "setting=cache.block.bytes value=%lld",
+               (long long)a->cfg.cache_block_bytes);
+        agent_cache_free(fs->cache);
+        free(fs);
+        return -EINVAL;
+    }
     agent_obs_cache(a, fs->cache);
     a->fetch = fs;
     return 0;

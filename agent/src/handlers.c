@@ -43,6 +43,21 @@ static const struct agent_api agent__apis[] = {
 };
 /* clang-format on */
 
+/* Runnel's own apis, for other agents only: not in ApiVersions. */
+static const struct agent_api agent__internal_apis[] = {
+    {1100, 0, 0, agent_handle_read_block},
+};
+
+const struct agent_api *agent_api_internal_find(int16_t key)
+{
+    for (size_t i = 0; i < sizeof(agent__internal_apis) / sizeof(agent__internal_apis[0]); i++) {
+        if (agent__internal_apis[i].key == key) {
+            return &agent__internal_apis[i];
+        }
+    }
+    return NULL;
+}
+
 const struct agent_api *agent_api_all(size_t *n)
 {
     *n = sizeof(agent__apis) / sizeof(agent__apis[0]);

@@ -21,5 +21,7 @@ void agent_handle_find_coordinator(struct agent_req *req);          /* groups.c 
 /* JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups,
  * ListGroups, DeleteGroups, OffsetDelete: forwarded to the metadata service (groups.c). */
 void agent_handle_group_api(struct agent_req *req);
+/* AgentReadBlock (api key 1100, Runnel's own): another agent asks for an object block. */
+void agent_handle_read_block(struct agent_req *req); /* peer.c */
 
 #endif

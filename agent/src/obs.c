@@ -90,6 +90,12 @@ struct agent__obs_metrics {
     struct rn_metric *cache_misses;
     struct rn_metric *cache_merged;
     struct rn_metric *cache_gets;
+    struct rn_metric *cache_get_bytes;
+    struct rn_metric *cache_block_hits;
+    struct rn_metric *peer_asked;
+    struct rn_metric *peer_failovers;
+    struct rn_metric *peer_served;
+    struct rn_metric *peer_serve_errors;
     struct rn_metric *cache_evictions;
     struct rn_metric *cache_errors;
     struct rn_metric *cache_bytes;
@@ -201,7 +207,22 @@ static void agent__obs_init(void)
     m->cache_merged = agent__c(r, "runnel_agent_cache_merged_total",
                                "Chunk cache lookups that joined a load already in flight.");
     m->cache_gets = agent__c(r, "runnel_agent_cache_store_gets_total",
-                             "GETs the chunk cache issued (chunks and footers).");
+                             "Object block GETs the cache issued to the store.");
+    m->cache_get_bytes =
+        agent__c(r, "runnel_agent_cache_store_get_bytes_total", "Bytes those block GETs returned.");
+    m->cache_block_hits =
+        agent__c(r, "runnel_agent_cache_block_hits_total",
+                 "Object block lookups answered from memory or joined to a read in flight.");
+    m->peer_asked = agent__c(r, "runnel_agent_peer_blocks_asked_total",
+                             "Object blocks asked of their owner, another agent.");
+    m->peer_failovers =
+        agent__c(r, "runnel_agent_peer_failovers_total",
+                 "Block reads from an owner that failed (down, timeout, error): read from the "
+                 "store instead.");
+    m->peer_served = agent__c(r, "runnel_agent_peer_blocks_served_total",
+                              "Object blocks this agent served to other agents (AgentReadBlock).");
+    m->peer_serve_errors = agent__c(r, "runnel_agent_peer_serve_errors_total",
+                                    "AgentReadBlock requests answered with an error.");
     m->cache_evictions = agent__c(r, "runnel_agent_cache_evictions_total",
                                   "Chunk cache entries evicted to stay within cache.bytes.");
     m->cache_errors =
@@ -384,6 +405,12 @@ void agent_obs_fetch_bytes(size_t bytes)
     rn_counter_add(agent__om.fetch_bytes, bytes);
 }
 
+void agent_obs_peer_served(bool ok)
+{
+    agent__obs_once();
+    rn_counter_add(ok ? agent__om.peer_served : agent__om.peer_serve_errors, 1);
+}
+
 void agent_obs_cache(struct agent *a, struct agent_cache *cache)
 {
     (void)a;
@@ -462,7 +489,27 @@ static int64_t agent__r_merged(void *arg)
 static int64_t agent__r_gets(void *arg)
 {
     struct agent_cache_stats st = agent__cache_stats(arg);
-    return (int64_t)(st.chunk_gets + st.footer_gets);
+    return (int64_t)st.store_gets;
+}
+
+static int64_t agent__r_get_bytes(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).store_bytes;
+}
+
+static int64_t agent__r_block_hits(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).block_hits;
+}
+
+static int64_t agent__r_peer_asked(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).remote_reads;
+}
+
+static int64_t agent__r_peer_failovers(void *arg)
+{
+    return (int64_t)agent__cache_stats(arg).remote_failed;
 }
 
 static int64_t agent__r_evictions(void *arg)
@@ -627,6 +674,10 @@ int agent_obs_start(struct agent *a)
     rn_metric_bind(m->cache_misses, agent__r_misses, o);
     rn_metric_bind(m->cache_merged, agent__r_merged, o);
     rn_metric_bind(m->cache_gets, agent__r_gets, o);
+    rn_metric_bind(m->cache_get_bytes, agent__r_get_bytes, o);
+    rn_metric_bind(m->cache_block_hits, agent__r_block_hits, o);
+    rn_metric_bind(m->peer_asked, agent__r_peer_asked, o);
+    rn_metric_bind(m->peer_failovers, agent__r_peer_failovers, o);
     rn_metric_bind(m->cache_evictions, agent__r_evictions, o);
     rn_metric_bind(m->cache_errors, agent__r_cache_errors, o);
     rn_metric_bind(m->cache_bytes, agent__r_cache_bytes, o);

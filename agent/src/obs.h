@@ -56,6 +56,9 @@ void agent_obs_produce_failed(int16_t error, size_t bytes);
 /* Record bytes placed in a Fetch response. */
 void agent_obs_fetch_bytes(size_t bytes);
 
+/* An AgentReadBlock request from another agent was answered with a block (ok) or an error. */
+void agent_obs_peer_served(bool ok);
+
 /* The fetch path's chunk cache came (cache) or went (NULL). */
 void agent_obs_cache(struct agent *a, struct agent_cache *cache);
 

@@ -289,6 +289,9 @@ static void agent__dispatch(struct agent_conn *c, uint8_t *frame, size_t len)
     int16_t version = req->hdr.request_api_version;
     const struct agent_api *served = agent_api_find(key);
     req->api = kp_api_find(key);
+    if (served == NULL && (served = agent_api_internal_find(key)) != NULL) {
+        req->api = kp_rpc_api_find(key); /* Runnel's own (peer.c): header v1, response v0 */
+    }
     if (served == NULL || req->api == NULL) {
         rn_log(RN_LOG_WARN, "unsupported_api", "peer=%s api_key=%d", c->peer, key);
         agent_obs_request_error(key, "unsupported_api");

@@ -8,6 +8,39 @@
 
 #include "kp_gen_common.h"
 
+/* AgentReadBlockRequest: request (api key 1100), versions 0, flexible 0 */
+struct kp_agent_read_block_request {
+    struct kp_str object_key; /* ObjectKey: v0 */
+    int32_t block_index; /* BlockIndex: v0 */
+    int32_t block_bytes; /* BlockBytes: v0 */
+    int64_t object_size; /* ObjectSize: v0 */
+    struct kp_tagged_fields unknown_tagged_fields; /* tags this codec does not know, kept */
+};
+
+/* AgentReadBlockRequest functions: defaults, decode (0 or KP_ERR_*; r->why says what), exact size
+ * and encode (0, -EINVAL for a value the version cannot carry, -ENOSPC if w is short). */
+void kp_agent_read_block_request_init(struct kp_agent_read_block_request *m);
+int kp_agent_read_block_request_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_agent_read_block_request *m);
+int kp_agent_read_block_request_size(const struct kp_agent_read_block_request *m, int16_t version, size_t *out);
+int kp_agent_read_block_request_encode(const struct kp_agent_read_block_request *m, int16_t version, struct kp_writer *w);
+extern const struct kp_message_ops kp_agent_read_block_request_ops;
+
+/* AgentReadBlockResponse: response (api key 1100), versions 0, flexible 0 */
+struct kp_agent_read_block_response {
+    int16_t error_code; /* ErrorCode: v0 */
+    int64_t object_size; /* ObjectSize: v0 */
+    struct kp_bytes data; /* Data: v0 */
+    struct kp_tagged_fields unknown_tagged_fields; /* tags this codec does not know, kept */
+};
+
+/* AgentReadBlockResponse functions: defaults, decode (0 or KP_ERR_*; r->why says what), exact size
+ * and encode (0, -EINVAL for a value the version cannot carry, -ENOSPC if w is short). */
+void kp_agent_read_block_response_init(struct kp_agent_read_block_response *m);
+int kp_agent_read_block_response_decode(struct kp_reader *r, int16_t version, struct kp_arena *a, struct kp_agent_read_block_response *m);
+int kp_agent_read_block_response_size(const struct kp_agent_read_block_response *m, int16_t version, size_t *out);
+int kp_agent_read_block_response_encode(const struct kp_agent_read_block_response *m, int16_t version, struct kp_writer *w);
+extern const struct kp_message_ops kp_agent_read_block_response_ops;
+
 /* MetaAcquireLeaseRequest: request (api key 1014), versions 0, flexible 0 */
 struct kp_meta_acquire_lease_request {
     struct kp_str name; /* Name: v0 */

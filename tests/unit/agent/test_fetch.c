@@ -282,12 +282,13 @@ static void test_fetch_offsets_and_cut(void **state)
     /* Fresh objects came from the cache: no GET at all. */
     struct agent_cache_stats st;
     agent_cache_get_stats(agent__fetch_cache(&e.a), &st);
-    assert_int_equal(st.chunk_gets, 0);
+    assert_int_equal(st.store_gets, 0);
     assert_true(st.put_objects >= 4);
     stop(&e);
 }
 
-/* With a cache that keeps nothing every fetch reads the store (footer, then chunk GETs). */
+/* With a cache that keeps nothing every fetch reads the store (one block GET per chunk: these
+ * objects are one block). */
 static void test_fetch_from_store(void **state)
 {
     (void)state;
@@ -311,7 +312,7 @@ static void test_fetch_from_store(void **state)
     }
     struct agent_cache_stats st;
     agent_cache_get_stats(agent__fetch_cache(&e.a), &st);
-    assert_int_equal(st.chunk_gets, 6); /* 3 extents' chunks per round, nothing kept */
+    assert_int_equal(st.store_gets, 6); /* 3 extents' chunks per round, nothing kept */
     assert_int_equal(st.bytes, 0);
     /* A tiny response limit reads only the one extent it serves (memory stays bounded). */
     struct fpart ps[2] = {{0, 0, 1 << 20}, {1, 0, 1 << 20}};
@@ -320,7 +321,7 @@ static void test_fetch_from_store(void **state)
     assert_int_equal(batches(r->responses[0].partitions[0].records, base, cnt, 8), 1);
     assert_int_equal(r->responses[0].partitions[1].records.len, 0);
     agent_cache_get_stats(agent__fetch_cache(&e.a), &st);
-    assert_int_equal(st.chunk_gets, 7);
+    assert_int_equal(st.store_gets, 7);
     stop(&e);
 }
 
