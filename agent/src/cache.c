@@ -94,6 +94,7 @@ struct agent_cache {
     struct store *store;            /* where misses are read from */
     size_t block;                   /* block size, bytes */
     agent_cache_remote_fn remote;   /* peer block source, or NULL */
+    agent_cache_owns_fn owns;       /* which blocks this agent owns, or NULL */
     void *remote_ctx;               /* its context */
     struct agent__centry **buckets; /* hash table */
     size_t nbuckets;                /* power of two */
@@ -900,9 +901,11 @@ size_t agent_cache_block_bytes(const struct agent_cache *c)
     return c->block;
 }
 
-void agent_cache_set_remote(struct agent_cache *c, agent_cache_remote_fn fn, void *ctx)
+void agent_cache_set_remote(struct agent_cache *c, agent_cache_remote_fn fn,
+                            agent_cache_owns_fn owns, void *ctx)
 {
     c->remote = fn;
+    c->owns = owns;
     c->remote_ctx = ctx;
 }
 
@@ -994,6 +997,20 @@ void agent_cache_put(struct agent_cache *c, const char *key, const uint8_t *obj,
         }
         agent__cset_charge(c, e, e->len + sizeof(*e));
         agent__lru_push(c, e);
+    }
+    uint64_t s = 0;
+    uint64_t end = 0;
+    for (uint32_t j = 0; c->owns != NULL && agent_cache_block_range(c->block, len, j, &s, &end);
+         j++) {
+        uint64_t bh = agent__chash(AGENT__K_BLOCK, key, j);
+        if (!c->owns(c->remote_ctx, key, j) ||
+            agent__cfind(c, AGENT__K_BLOCK, key, j, bh) != NULL) {
+            continue;
+        }
+        struct agent__centry *b = agent__cinsert(c, AGENT__K_BLOCK, key, j, bh);
+        uint8_t *data = kp_xmalloc(end > s ? (size_t)(end - s) : 1);
+        memcpy(data, obj + s, (size_t)(end - s));
+        agent__bset(c, b, data, (size_t)(end - s), len);
     }
     uint64_t h = agent__chash(AGENT__K_OBJECT, key, 0);
     if (agent__cfind(c, AGENT__K_OBJECT, key, 0, h) == NULL) {

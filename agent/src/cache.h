@@ -109,8 +109,13 @@ typedef void (*agent_block_cb)(void *arg, int err, uint64_t obj_size, const uint
 typedef bool (*agent_cache_remote_fn)(void *ctx, const char *key, uint32_t index, uint64_t obj_size,
                                       agent_block_cb cb, void *arg);
 
-/* Sets (or with fn NULL clears) the remote block source. */
-void agent_cache_set_remote(struct agent_cache *c, agent_cache_remote_fn fn, void *ctx);
+/* Whether this agent owns block `index` of `key` among two or more live agents (peer.c). */
+typedef bool (*agent_cache_owns_fn)(void *ctx, const char *key, uint32_t index);
+
+/* Sets (or with fn NULL clears) the remote block source; `owns` (may be NULL) tells which blocks
+ * of a freshly flushed object to keep as blocks (agent_cache_put), to serve the other agents. */
+void agent_cache_set_remote(struct agent_cache *c, agent_cache_remote_fn fn,
+                            agent_cache_owns_fn owns, void *ctx);
 
 /*
  * Gets block `index` of `key` from memory or the store, never from the remote source (what an
@@ -136,9 +141,10 @@ int agent_cache_get(struct agent_cache *c, const char *key, uint64_t chunk_off, 
                     void *arg);
 
 /*
- * Puts a freshly sealed object (`obj`, `len` bytes, copied) into the cache: its footer and every
- * chunk's stored bytes. An object whose footer does not parse is ignored (logged). Existing
- * entries are kept.
+ * Puts a freshly sealed object (`obj`, `len` bytes, copied) into the cache: its footer, every
+ * chunk's stored bytes and the blocks this agent owns among others (see agent_cache_set_remote),
+ * which the other agents will ask it for. An object whose footer does not parse is ignored
+ * (logged). Existing entries are kept.
  */
 void agent_cache_put(struct agent_cache *c, const char *key, const uint8_t *obj, size_t len);
 

@@ -75,6 +75,7 @@ struct agent__obs_metrics {
     struct rn_metric *paused;
     struct rn_metric *paused_seconds;
     struct rn_metric *meta_up;
+    struct rn_metric *peers;
     struct rn_metric *produce_bytes;
     struct rn_metric *fetch_bytes;
     struct rn_metric *objects;
@@ -173,6 +174,9 @@ static void agent__obs_init(void)
     m->paused_seconds = rn_metric_get0(rn_metrics_family(
         r, RN_METRIC_COUNTER, "runnel_agent_backpressure_seconds_total",
         "Time reads from clients spent paused for backpressure.", NULL, 1e9, NULL, 0));
+    m->peers = agent__g(r, "runnel_agent_peers",
+                        "Live agents this agent knows (itself included; 0: not registered), among "
+                        "which object blocks have owners.");
     m->meta_up = agent__g(r, "runnel_agent_metadata_connected",
                           "1 while the connection to the metadata service is up.");
     m->produce_bytes = agent__c(r, "runnel_agent_produce_bytes_total",
@@ -454,6 +458,12 @@ static int64_t agent__r_paused_ns(void *arg)
     return (int64_t)ns;
 }
 
+static int64_t agent__r_peers(void *arg)
+{
+    const struct agent *a = ((struct agent_obs *)arg)->a;
+    return a->cluster.registered ? (int64_t)a->cluster.n_peers : 0;
+}
+
 static int64_t agent__r_meta_up(void *arg)
 {
     const struct agent *a = ((struct agent_obs *)arg)->a;
@@ -670,6 +680,7 @@ int agent_obs_start(struct agent *a)
     rn_metric_bind(m->paused, agent__r_paused, o);
     rn_metric_bind(m->paused_seconds, agent__r_paused_ns, o);
     rn_metric_bind(m->meta_up, agent__r_meta_up, o);
+    rn_metric_bind(m->peers, agent__r_peers, o);
     rn_metric_bind(m->cache_hits, agent__r_hits, o);
     rn_metric_bind(m->cache_misses, agent__r_misses, o);
     rn_metric_bind(m->cache_merged, agent__r_merged, o);

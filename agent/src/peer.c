@@ -413,6 +413,18 @@ static bool agent__peers_remote(void *ctx, const char *key, uint32_t index, uint
     return true;
 }
 
+/* The cache's ownership test (agent_cache_owns_fn). */
+static bool agent__peers_owns(void *ctx, const char *key, uint32_t index)
+{
+    struct agent_peers *ps = ctx;
+    const struct agent_cluster *cl = &ps->a->cluster;
+    if (ps->closing || !cl->registered || cl->n_peers < 2) {
+        return false;
+    }
+    const struct agent_peer *owner = agent_block_owner(cl->peers, cl->n_peers, key, index);
+    return owner != NULL && owner->id == cl->id;
+}
+
 static void agent__peers_tick(uv_timer_t *t)
 {
     struct agent_peers *ps = t->data;
@@ -436,7 +448,7 @@ int agent_peers_init(struct agent *a)
     ps->tick.data = ps;
     uv_timer_start(&ps->tick, agent__peers_tick, AGENT__PEER_TICK_MS, AGENT__PEER_TICK_MS);
     uv_unref((uv_handle_t *)&ps->tick);
-    agent_cache_set_remote(c, agent__peers_remote, ps);
+    agent_cache_set_remote(c, agent__peers_remote, agent__peers_owns, ps);
     a->peers = ps;
     return 0;
 }
@@ -463,7 +475,7 @@ void agent_peers_free(struct agent *a)
     ps->closing = true;
     struct agent_cache *c = agent__fetch_cache(a);
     if (c != NULL) {
-        agent_cache_set_remote(c, NULL, NULL);
+        agent_cache_set_remote(c, NULL, NULL, NULL);
     }
     for (struct agent__pconn *pc = ps->conns; pc != NULL; pc = pc->next) {
         agent__pconn_fail(pc, -ECANCELED, "closing");

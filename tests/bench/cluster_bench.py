@@ -23,6 +23,10 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    cold readers need (every object's footer and each of its 4 partition chunks, three times).
    "agent hits" is the agents' own view (/metrics: cache hits + lookups that joined a load in
    flight, over all lookups), which also counts the repeated lookups of one consumer's fetches.
+   Objects are read in 4 MiB blocks, each owned by one agent (docs/cluster.md, "Object blocks"):
+   "peer" is how many blocks agents asked of the owner and how many of those failed over to the
+   store. Before each read the agents are restarted and the script waits until every agent knows
+   all three (runnel_agent_peers), so ownership is settled.
 
    cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96] [--rounds 3]
 MB = 10^6 bytes of values; MiB = 2^20.
@@ -162,10 +166,12 @@ def commit_stats(cl, n):
 
 def agent_cache(cl):
     """Summed over the three agents: chunk cache hits, misses, merged lookups, store GETs."""
-    tot = {"hits": 0, "misses": 0, "merged": 0, "gets": 0}
+    tot = {"hits": 0, "misses": 0, "merged": 0, "gets": 0, "asked": 0, "failovers": 0}
     names = {"hits": "runnel_agent_cache_hits_total", "misses": "runnel_agent_cache_misses_total",
              "merged": "runnel_agent_cache_merged_total",
-             "gets": "runnel_agent_cache_store_gets_total"}
+             "gets": "runnel_agent_cache_store_gets_total",
+             "asked": "runnel_agent_peer_blocks_asked_total",
+             "failovers": "runnel_agent_peer_failovers_total"}
     for i in range(3):
         m = cl.metrics(i)
         for k, n in names.items():
@@ -181,6 +187,11 @@ def restart_agents(cl, mode):
     if mode == "direct":
         from scenario_direct import wait_brokers
         wait_brokers(cl, [a.addr for a in cl.agents[:3]])
+    deadline = time.monotonic() + 30  # every agent knows the other two: block owners settled
+    while time.monotonic() < deadline:
+        if all(cl.metrics(i).get("runnel_agent_peers", 0) == 3 for i in range(3)):
+            break
+        time.sleep(0.2)
 
 
 def create(bootstrap, topic, parts):
@@ -307,9 +318,9 @@ def run(cl, args, tag):
         # footer and its PARTS chunks once (every object holds all PARTS partitions: one producer
         # spreads records over them in turn). Hits are the reads no GET was needed for.
         reads = 3 * objs * (PARTS + 1) if objs else None
-        print("%-8s %9s %8s %13s %13s %12s %10s %10s %8s" % (
+        print("%-8s %9s %8s %13s %13s %12s %10s %10s %8s %16s" % (
             "mode", "MiB read", "GETs", "GETs/MiB read", "GETs/MiB data", "GETs/object",
-            "hit ratio", "agent hits", "MB/s"))
+            "hit ratio", "agent hits", "MB/s", "peer asked/fail"))
         for mode in ("solo", "direct"):
             restart_agents(cl, mode)
             c0 = rgw_counters(cl)
@@ -325,10 +336,11 @@ def run(cl, args, tag):
             mbps, total, _ = aggregate(res)
             mib = total / 1048576
             gets = c1["get"] - c0["get"]
-            print("%-8s %9.1f %8d %13.3f %13.3f %12s %10s %10s %8.1f%s" % (
+            print("%-8s %9.1f %8d %13.3f %13.3f %12s %10s %10s %8.1f %16s%s" % (
                 "lb" if mode == "solo" else mode, mib, gets, gets / mib, gets / args.read_mib,
                 "%.2f" % (gets / objs) if objs else "?",
                 "%.0f%%" % (100.0 * (1 - gets / reads)) if reads else "?", agent_hits, mbps,
+                "%d/%d" % (d["asked"], d["failovers"]),
                 "  INCOMPLETE" if any(r["incomplete"] for r in res) else ""), flush=True)
         cl.stop_agents()
     return 0

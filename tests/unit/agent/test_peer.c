@@ -265,6 +265,51 @@ static void test_each_block_read_once(void **state)
     net_close(&n, 3);
 }
 
+/* An object agent 1 just flushed: it keeps the blocks it owns, so the others get those from its
+ * memory and the store sees only the rest. */
+static void test_flushed_blocks_served(void **state)
+{
+    (void)state;
+    struct net n;
+    net_open(&n, 3);
+    uint8_t *raw[8];
+    size_t raw_len[8];
+    struct store_footer ft;
+    size_t len = 0;
+    uint8_t *obj = make_object(8, &len, &ft, raw, raw_len);
+    const char *key = "objects/0000000001000-ff";
+    store_object(&n, key, obj, len);
+    agent_cache_put_object(&n.a[0], key, obj, len);
+    uint64_t nb = count_blocks(len);
+    uint64_t mine = 0;
+    for (uint32_t j = 0; j < nb; j++) {
+        mine += agent_block_owner(n.a[0].cluster.peers, 3, key, j)->id == 1;
+    }
+    assert_true(mine > 0 && mine < nb);
+    struct got g;
+    memset(&g, 0, sizeof(g));
+    for (int i = 1; i < 3; i++) {
+        for (int p = 0; p < 8; p++) {
+            int want = g.calls + 1;
+            assert_int_equal(
+                agent_cache_get(agent__fetch_cache(&n.a[i]), key, ft.chunks[p].offset, got_cb, &g),
+                0);
+            pump(&n, &g.calls, want);
+            assert_int_equal(g.err, 0);
+            assert_memory_equal(g.raw, raw[p], raw_len[p]);
+        }
+    }
+    assert_int_equal(stats(&n.a[0]).store_gets, 0);
+    assert_int_equal(stats(&n.a[1]).store_gets + stats(&n.a[2]).store_gets, nb - mine);
+    free(g.raw);
+    for (int p = 0; p < 8; p++) {
+        free(raw[p]);
+    }
+    free(obj);
+    store_footer_free(&ft);
+    net_close(&n, 3);
+}
+
 /* A peer that is down (nothing listens at its address): its blocks come from the store. */
 static void test_dead_peer_falls_back(void **state)
 {
@@ -558,9 +603,9 @@ static void test_owner_spread(void **state)
 int run_test_peer(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_owner_spread),         cmocka_unit_test(test_each_block_read_once),
-        cmocka_unit_test(test_dead_peer_falls_back), cmocka_unit_test(test_corrupt_through_peer),
-        cmocka_unit_test(test_read_block_requests),
+        cmocka_unit_test(test_owner_spread),          cmocka_unit_test(test_each_block_read_once),
+        cmocka_unit_test(test_flushed_blocks_served), cmocka_unit_test(test_dead_peer_falls_back),
+        cmocka_unit_test(test_corrupt_through_peer),  cmocka_unit_test(test_read_block_requests),
     };
     return cmocka_run_group_tests_name("peer", tests, NULL, NULL);
 }
