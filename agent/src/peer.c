@@ -139,6 +139,9 @@ static void agent__pconn_fail(struct agent__pconn *pc, int err, const char *why)
     }
     pc->connected = false;
     pc->in_len = 0;
+    free(pc->in); /* a block-sized buffer: not kept for a connection that is gone */
+    pc->in = NULL;
+    pc->in_cap = 0;
     if (!ps->closing) {
         pc->down_until = uv_now(ps->a->loop) + AGENT__PEER_DOWN_MS;
         if (pc->head != NULL) {
@@ -275,6 +278,11 @@ static void agent__pread_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (pc->sock == sk && off > 0) {
         memmove(pc->in, pc->in + off, pc->in_len - off);
         pc->in_len -= off;
+        if (pc->in_len == 0 && pc->head == NULL && pc->in_cap > 256 * 1024) {
+            free(pc->in); /* idle: give the block-sized buffer back */
+            pc->in = NULL;
+            pc->in_cap = 0;
+        }
     }
 }
 
@@ -425,14 +433,34 @@ static bool agent__peers_owns(void *ctx, const char *key, uint32_t index)
     return owner != NULL && owner->id == cl->id;
 }
 
+static bool agent__peer_listed(const struct agent_cluster *cl, int32_t id)
+{
+    for (size_t i = 0; i < cl->n_peers; i++) {
+        if (cl->peers[i].id == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Fails requests past their deadline; forgets idle peers that left the agent list. */
 static void agent__peers_tick(uv_timer_t *t)
 {
     struct agent_peers *ps = t->data;
     uint64_t now = uv_now(ps->a->loop);
-    for (struct agent__pconn *pc = ps->conns; pc != NULL; pc = pc->next) {
+    struct agent__pconn **pp = &ps->conns;
+    while (*pp != NULL) {
+        struct agent__pconn *pc = *pp;
         if (pc->head != NULL && pc->head->deadline <= now) {
             agent__pconn_fail(pc, -ETIMEDOUT, "no answer within the deadline");
         }
+        if (pc->head == NULL && !agent__peer_listed(&ps->a->cluster, pc->id)) {
+            *pp = pc->next;
+            agent__pconn_fail(pc, -ECANCELED, "left");
+            free(pc);
+            continue;
+        }
+        pp = &pc->next;
     }
 }
 

@@ -29,6 +29,7 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    all three (runnel_agent_peers), so ownership is settled.
 
    cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96] [--rounds 3]
+                    [--incompressible]
 MB = 10^6 bytes of values; MiB = 2^20.
 """
 
@@ -50,7 +51,7 @@ PARTS = 4
 
 # ---- workers (run as subprocesses) ----
 
-def worker_produce(bootstrap, topic, mib):
+def worker_produce(bootstrap, topic, mib, fresh=False):
     import confluent_kafka as ck
     p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 1048576,
                      "acks": "all", "queue.buffering.max.kbytes": 262144,
@@ -67,7 +68,8 @@ def worker_produce(bootstrap, topic, mib):
     for i in range(n):
         while True:
             try:
-                p.produce(topic, val, partition=i % PARTS, on_delivery=dr)
+                p.produce(topic, os.urandom(VALUE) if fresh else val, partition=i % PARTS,
+                          on_delivery=dr)
                 break
             except BufferError:
                 p.poll(0.01)
@@ -202,13 +204,14 @@ def create(bootstrap, topic, parts):
 
 
 def objects_in_store(cl):
-    """Objects in the bucket (RGW admin: bucket stats)."""
+    """(objects, bytes) in the bucket (RGW admin: bucket stats)."""
     out = subprocess.run(["radosgw-admin", "-c", os.path.join(cl.rgw_dir, "ceph.conf"),
                           "bucket", "stats", "--bucket", cl.env.get("RUNNEL_S3_BUCKET", "runnel")],
                          capture_output=True, text=True, timeout=60, env=cl.env).stdout
     try:
         usage = json.loads(out)["usage"]
-        return sum(v.get("num_objects", 0) for v in usage.values())
+        return (sum(v.get("num_objects", 0) for v in usage.values()),
+                sum(v.get("size", 0) for v in usage.values()))
     except (ValueError, KeyError):
         return None
 
@@ -222,12 +225,16 @@ def main():
     ap.add_argument("--meta-on-shm", action="store_true",
                     help="metadata journal on /dev/shm (fsync free): takes the disk out of the "
                          "figures, not a durable setup")
+    ap.add_argument("--incompressible", action="store_true",
+                    help="the shared-read topic gets a fresh random value per record (objects "
+                         "stay ~flush.bytes after zstd; by default every record repeats one "
+                         "value and objects shrink to a fraction of a block)")
     ap.add_argument("--worker", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     if args.worker:
         w = args.worker
         if w[0] == "produce":
-            r = worker_produce(w[1], w[2], int(w[3]))
+            r = worker_produce(w[1], w[2], int(w[3]), len(w) > 4 and w[4] == "fresh")
         else:
             r = worker_consume(w[1], w[2], int(w[3]), w[4] if len(w) > 4 else None)
         print(json.dumps(r))
@@ -265,7 +272,7 @@ def run(cl, args, tag):
             "round", "agents", "produce MB/s", "consume MB/s", "PUTs", "GETs",
             "busiest agent CPU", "metadata CPU", "commit ms mean agent/meta"))
         figs = {1: [], 2: [], 3: []}
-        for rnd in range(args.rounds):  # interleaved, so load from elsewhere hits every N alike
+        for rnd in range(args.rounds):  # --rounds 0: only the shared-read part  # interleaved, so load from elsewhere hits every N alike
             for n in (1, 2, 3):
                 topics = ["bench-%s-r%d-n%d-%d" % (tag, rnd, n, i) for i in range(3)]
                 for t in topics:
@@ -297,8 +304,9 @@ def run(cl, args, tag):
                     rnd + 1, n, pm, cm, c1["put"] - c0["put"], c3["get"] - c2["get"],
                     100.0 * busiest, 100.0 * meta_cpu, cmean, mmean,
                     "  ERRORS %d" % bad if bad else ""), flush=True)
-        print("median over %d rounds:" % args.rounds)
-        for n in (1, 2, 3):
+        if args.rounds:
+            print("median over %d rounds:" % args.rounds)
+        for n in (1, 2, 3) if args.rounds else ():
             pm = sorted(f[0] for f in figs[n])[len(figs[n]) // 2]
             cm = sorted(f[1] for f in figs[n])[len(figs[n]) // 2]
             print("       %-7d %12.1f %12.1f   (%.2fx / %.2fx the 1-agent medians)" % (
@@ -309,11 +317,16 @@ def run(cl, args, tag):
         topic = "bench-%s-shared" % tag
         create(addrs[0], topic, PARTS)
         o0 = objects_in_store(cl)
-        run_workers([["produce", addrs[0], topic, args.read_mib]])
+        run_workers([["produce", addrs[0], topic, args.read_mib] +
+                     (["fresh"] if args.incompressible else [])])
         o1 = objects_in_store(cl)
-        objs = (o1 - o0) if o0 is not None and o1 is not None else None
-        print("topic %s: %d MiB over %d partitions in %s objects" % (
-            topic, args.read_mib, PARTS, objs if objs is not None else "?"))
+        objs = (o1[0] - o0[0]) if o0 is not None and o1 is not None else None
+        stored = (o1[1] - o0[1]) / 1048576 if objs else None
+        print("topic %s: %d MiB over %d partitions in %s objects%s" % (
+            topic, args.read_mib, PARTS, objs if objs is not None else "?",
+            " (%.1f MiB stored, %.2f MiB per object%s)" % (
+                stored, stored / objs, ", fresh random values" if args.incompressible else
+                ", one value repeated: zstd shrinks it") if objs else ""))
         # Chunk-level reads the consumers ask of their agents: each consumer needs every object's
         # footer and its PARTS chunks once (every object holds all PARTS partitions: one producer
         # spreads records over them in turn). Hits are the reads no GET was needed for.

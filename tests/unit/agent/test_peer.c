@@ -2,7 +2,8 @@
  * Object blocks shared between agents (agent/src/peer.c with cache.c and the Kafka listener):
  * three agents on one loop over one mem:// store, each with its listener on loopback, its cache
  * (4 KiB blocks) and the others as peers. Every block is read from the store once across the
- * three however they ask; a peer that is down costs a store read, not an error; a corrupt object
+ * three however they ask; a peer that is down or silent costs a store read, not an error (a
+ * silent one after the 3 s deadline); a corrupt object
  * is detected through a peer as through the store; AgentReadBlock requests that are malformed or
  * name something the agent does not serve get an error and the connection keeps serving.
  */
@@ -359,6 +360,84 @@ static void test_dead_peer_falls_back(void **state)
     net_close(&n, 1);
 }
 
+static uv_tcp_t silent_conn[4];
+static int silent_n;
+
+/* Accepts a connection and never reads from it or answers. */
+static void silent_accept(uv_stream_t *server, int status)
+{
+    assert_int_equal(status, 0);
+    assert_true(silent_n < 4);
+    uv_tcp_init(server->loop, &silent_conn[silent_n]);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)&silent_conn[silent_n]), 0);
+    silent_n++;
+}
+
+/* A peer that accepts but never answers: after the deadline (3 s) the blocks come from the
+ * store, and the read succeeds. */
+static void test_silent_peer_times_out(void **state)
+{
+    (void)state;
+    struct net n;
+    net_open(&n, 1);
+    uv_tcp_t srv;
+    uv_tcp_init(&n.loop, &srv);
+    struct sockaddr_in sin;
+    uv_ip4_addr("127.0.0.1", 0, &sin);
+    assert_int_equal(uv_tcp_bind(&srv, (struct sockaddr *)&sin, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&srv, 8, silent_accept), 0);
+    int sl = sizeof(sin);
+    assert_int_equal(uv_tcp_getsockname(&srv, (struct sockaddr *)&sin, &sl), 0);
+    int32_t ids[2] = {1, 7};
+    int ports[2] = {n.port[0], ntohs(sin.sin_port)};
+    set_peers(&n.a[0], 1, ids, ports, 2);
+    silent_n = 0;
+
+    uint8_t *raw[8];
+    size_t raw_len[8];
+    struct store_footer ft;
+    size_t len = 0;
+    uint8_t *obj = make_object(8, &len, &ft, raw, raw_len);
+    const char *key = "objects/0000000001000-ab";
+    store_object(&n, key, obj, len);
+    struct got g[8];
+    memset(g, 0, sizeof(g));
+    for (int p = 0; p < 8; p++) {
+        assert_int_equal(
+            agent_cache_get(agent__fetch_cache(&n.a[0]), key, ft.chunks[p].offset, got_cb, &g[p]),
+            0);
+    }
+    int done = 0;
+    for (int k = 0; k < 15000 && done < 8; k++) { /* at most ~15 s */
+        uv_run(&n.loop, UV_RUN_NOWAIT);
+        usleep(1000);
+        done = 0;
+        for (int p = 0; p < 8; p++) {
+            done += g[p].calls;
+        }
+    }
+    assert_int_equal(done, 8);
+    for (int p = 0; p < 8; p++) {
+        assert_int_equal(g[p].err, 0);
+        assert_memory_equal(g[p].raw, raw[p], raw_len[p]);
+        free(g[p].raw);
+    }
+    struct agent_cache_stats st = stats(&n.a[0]);
+    assert_true(silent_n >= 1);
+    assert_true(st.remote_failed >= 1);
+    assert_int_equal(st.store_gets, count_blocks(len));
+    for (int i = 0; i < silent_n; i++) {
+        uv_close((uv_handle_t *)&silent_conn[i], NULL);
+    }
+    uv_close((uv_handle_t *)&srv, NULL);
+    for (int p = 0; p < 8; p++) {
+        free(raw[p]);
+    }
+    free(obj);
+    store_footer_free(&ft);
+    net_close(&n, 1);
+}
+
 /* A corrupt chunk read through its blocks' owners is detected; the other chunks are fine. */
 static void test_corrupt_through_peer(void **state)
 {
@@ -605,7 +684,8 @@ int run_test_peer(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_owner_spread),          cmocka_unit_test(test_each_block_read_once),
         cmocka_unit_test(test_flushed_blocks_served), cmocka_unit_test(test_dead_peer_falls_back),
-        cmocka_unit_test(test_corrupt_through_peer),  cmocka_unit_test(test_read_block_requests),
+        cmocka_unit_test(test_silent_peer_times_out), cmocka_unit_test(test_corrupt_through_peer),
+        cmocka_unit_test(test_read_block_requests),
     };
     return cmocka_run_group_tests_name("peer", tests, NULL, NULL);
 }
