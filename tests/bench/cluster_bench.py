@@ -26,7 +26,8 @@ agents"). One RGW (tests/integration/lib/rgw.sh), one `runnel metadata`, three `
    Objects are read in 4 MiB blocks, each owned by one agent (docs/cluster.md, "Object blocks"):
    "peer" is how many blocks agents asked of the owner and how many of those failed over to the
    store. Before each read the agents are restarted and the script waits until every agent knows
-   all three (runnel_agent_peers), so ownership is settled.
+   three (runnel_agent_peers) plus two heartbeats, so that no agent still lists the id an agent
+   had before its restart (a view that differs briefly costs a duplicate block read).
 
    cluster_bench.py --runnel build/rel/agent/runnel [--mib 64] [--read-mib 96] [--rounds 3]
                     [--incompressible]
@@ -192,6 +193,7 @@ def restart_agents(cl, mode):
     deadline = time.monotonic() + 30  # every agent knows the other two: block owners settled
     while time.monotonic() < deadline:
         if all(cl.metrics(i).get("runnel_agent_peers", 0) == 3 for i in range(3)):
+            time.sleep(2.5)  # two more heartbeats: no agent still lists a restarted one's old id
             break
         time.sleep(0.2)
 
@@ -333,7 +335,7 @@ def run(cl, args, tag):
         reads = 3 * objs * (PARTS + 1) if objs else None
         print("%-8s %9s %8s %13s %13s %12s %10s %10s %8s %16s" % (
             "mode", "MiB read", "GETs", "GETs/MiB read", "GETs/MiB data", "GETs/object",
-            "hit ratio", "agent hits", "MB/s", "peer asked/fail"))
+            "hit ratio", "agent hits", "MB/s", "peer asked/fail/agent GETs"))
         for mode in ("solo", "direct"):
             restart_agents(cl, mode)
             c0 = rgw_counters(cl)
@@ -353,7 +355,7 @@ def run(cl, args, tag):
                 "lb" if mode == "solo" else mode, mib, gets, gets / mib, gets / args.read_mib,
                 "%.2f" % (gets / objs) if objs else "?",
                 "%.0f%%" % (100.0 * (1 - gets / reads)) if reads else "?", agent_hits, mbps,
-                "%d/%d" % (d["asked"], d["failovers"]),
+                "%d/%d/%d" % (d["asked"], d["failovers"], d["gets"]),
                 "  INCOMPLETE" if any(r["incomplete"] for r in res) else ""), flush=True)
         cl.stop_agents()
     return 0
