@@ -10,6 +10,11 @@ Checks:
                              no group) with new connections sent only to agent 2, and to agent 3:
                              exact bytes, keys, headers, order and offsets; HAProxy's session
                              counters show which agent served each side
+  object-blocks-shared       the agents (registered at their listen addresses) know each other;
+                             20 objects written through agent 1 and read back exactly through
+                             agents 2 and 3: blocks were asked of their owners, agent 1 served
+                             the ones it owns from its flush without a store GET, no request to
+                             a peer failed over (docs/cluster.md, "Object blocks")
   kill-and-join              an idempotent confluent producer at a steady pace through HAProxy
                              (on agent 1) while a kafka-python consumer reads along (on agent
                              2): SIGKILL agent 1, the producer moves to agent 3; start a fourth
@@ -104,6 +109,56 @@ def via_one_via_another(cl, client):
                            % (r.name, agent_idx + 1, p), first_offset=0)
         s3 = cl.stats()
         expect_eq(served(cl, s2, s3), [agent_idx], "agents that served %s" % r.name)
+    cl.all_ready()
+
+
+def blocks_shared(cl):
+    """Object blocks (docs/cluster.md): the agents register at their listen addresses and find
+    each other; 20 objects written through agent 1 are read back through agents 2 and 3, which
+    ask the blocks' owners; agent 1 kept the blocks it owns from the flush and read nothing from
+    the store, and no request to a peer failed over."""
+    cl.all_ready()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if all(cl.metrics(i).get("runnel_agent_peers", 0) == 3 for i in range(3)):
+            break
+        time.sleep(0.2)
+    for i in range(3):
+        expect_eq(cl.metrics(i).get("runnel_agent_peers", 0), 3, "agent %d's peers" % (i + 1))
+    time.sleep(1.0)  # one more heartbeat everywhere: the same owners on every agent
+    names = ("runnel_agent_cache_store_gets_total", "runnel_agent_peer_blocks_asked_total",
+             "runnel_agent_peer_failovers_total", "runnel_agent_peer_blocks_served_total")
+    before = [cl.metrics(i) for i in range(3)]
+    cl.only(0)
+    a = ConfluentAdapter(cl.bootstrap)
+    topic = unique("lbblocks")
+    err = a.create_topic(topic, PARTS, {})
+    expect(err is None, "create topic: %s" % err)
+    checks.wait_partitions(a, topic, PARTS)
+    recs = []
+    for n in range(20):  # one produce call per object: each waits for its flush and commit
+        batch = checks.gen_records(a, "%s/%d" % (topic, n), PARTS, 3)
+        acks = a.produce(topic, batch)
+        expect(len(acks) == len(batch) and all(x is not None for x in acks),
+               "every record of produce call %d acknowledged" % n)
+        recs += batch
+    want = checks.by_partition(recs)
+    for agent_idx in (1, 2):
+        cl.only(agent_idx)
+        r = ConfluentAdapter(cl.bootstrap)
+        for p in range(PARTS):
+            got = r.consume(topic, p, "beginning", len(want[p]), 30)
+            checks.compare(got, want[p], "blocks via agent %d, partition %d"
+                           % (agent_idx + 1, p), first_offset=0)
+    after = [cl.metrics(i) for i in range(3)]
+    d = [{n: after[i].get(n, 0) - before[i].get(n, 0) for n in names} for i in range(3)]
+    print("blocks: %s" % d, flush=True)
+    expect_eq(d[0]["runnel_agent_cache_store_gets_total"], 0, "store GETs of the writing agent")
+    expect(d[1]["runnel_agent_peer_blocks_asked_total"] +
+           d[2]["runnel_agent_peer_blocks_asked_total"] > 0, "blocks asked of their owners")
+    expect_eq(sum(x["runnel_agent_peer_failovers_total"] for x in d), 0, "peer failovers")
+    expect_eq(sum(x["runnel_agent_peer_blocks_served_total"] for x in d),
+              sum(x["runnel_agent_peer_blocks_asked_total"] for x in d), "blocks served")
     cl.all_ready()
 
 
@@ -386,6 +441,7 @@ def main():
         rep.run("one-broker", check_one_broker, cl)
         for c in clients:
             rep.run("via-one-via-another/%s" % c, via_one_via_another, cl, c)
+        rep.run("object-blocks-shared", blocks_shared, cl)
         state = {}
         if rep.run("kill-and-join", kill_and_join, cl, args, state):
             rep.run("nothing-lost-nothing-duplicated", nothing_lost, cl, state)
