@@ -14,6 +14,7 @@
  * (during which this agent reads the peer's blocks itself).
  */
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,11 +47,15 @@ struct agent__pcall {
     bool sent;                 /* handed to uv_write */
 };
 
-/* The socket of one connection attempt (freed in its close callback). */
+/* The socket of one connection attempt: freed once its handle is closed and no name lookup is
+ * running any more. */
 struct agent__psock {
     uv_tcp_t tcp;            /* first: handle data points here */
     uv_connect_t connect;    /* connect request */
+    uv_getaddrinfo_t gai;    /* host name lookup (peers registered by name) */
     struct agent__pconn *pc; /* owner; NULL once detached */
+    bool resolving;          /* gai in flight */
+    bool closed;             /* tcp's close callback ran */
 };
 
 /* A peer: its address, its connection (or none), and its outstanding requests. */
@@ -119,7 +124,11 @@ static void agent__pconn_fail(struct agent__pconn *pc, int err, const char *why)
 
 static void agent__psock_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct agent__psock *sk = h->data;
+    sk->closed = true;
+    if (!sk->resolving) {
+        free(sk);
+    }
 }
 
 static void agent__pcall_free(struct agent__pcall *k)
@@ -307,20 +316,65 @@ static void agent__pconnect_cb(uv_connect_t *req, int status)
     }
 }
 
-/* Starts connecting pc; 0 or a negative errno (then nothing was started). */
+/* Connects sk (owned by pc) to `addr`; false when the connect could not start. */
+static bool agent__psock_connect(struct agent__psock *sk, const struct sockaddr *addr)
+{
+    return uv_tcp_connect(&sk->connect, &sk->tcp, addr, agent__pconnect_cb) == 0;
+}
+
+static void agent__pgai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct agent__psock *sk = req->data;
+    sk->resolving = false;
+    struct agent__pconn *pc = sk->pc;
+    if (pc == NULL) { /* failed or closed meanwhile */
+        uv_freeaddrinfo(res);
+        if (sk->closed) {
+            free(sk);
+        }
+        return;
+    }
+    const struct addrinfo *ai = res;
+    for (const struct addrinfo *x = res; x != NULL; x = x->ai_next) {
+        if (x->ai_family == AF_INET) { /* agents listen on 0.0.0.0 by default: IPv4 first */
+            ai = x;
+            break;
+        }
+    }
+    if (status != 0 || ai == NULL || !agent__psock_connect(sk, ai->ai_addr)) {
+        uv_freeaddrinfo(res);
+        agent__pconn_fail(pc, -EHOSTUNREACH, status != 0 ? uv_strerror(status) : "no address");
+        return;
+    }
+    uv_freeaddrinfo(res);
+}
+
+/* Starts connecting pc (a numeric address at once, a host name after a lookup); 0 or a negative
+ * errno (then nothing was started). */
 static int agent__pconn_open(struct agent__pconn *pc)
 {
     struct sockaddr_storage addr;
-    if (uv_ip4_addr(pc->host, pc->port, (struct sockaddr_in *)&addr) != 0 &&
-        uv_ip6_addr(pc->host, pc->port, (struct sockaddr_in6 *)&addr) != 0) {
-        return -EINVAL; /* peers register numeric addresses (see docs/cluster.md) */
-    }
+    bool numeric = uv_ip4_addr(pc->host, pc->port, (struct sockaddr_in *)&addr) == 0 ||
+                   uv_ip6_addr(pc->host, pc->port, (struct sockaddr_in6 *)&addr) == 0;
     struct agent__psock *sk = kp_xcalloc(1, sizeof(*sk));
     sk->pc = pc;
     uv_tcp_init(pc->ps->a->loop, &sk->tcp);
     sk->tcp.data = sk;
     sk->connect.data = sk;
-    int rc = uv_tcp_connect(&sk->connect, &sk->tcp, (struct sockaddr *)&addr, agent__pconnect_cb);
+    sk->gai.data = sk;
+    int rc = 0;
+    if (numeric) {
+        rc = agent__psock_connect(sk, (struct sockaddr *)&addr) ? 0 : -ECONNREFUSED;
+    } else {
+        char port[16];
+        snprintf(port, sizeof(port), "%d", pc->port);
+        struct addrinfo hints;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        rc = uv_getaddrinfo(pc->ps->a->loop, &sk->gai, agent__pgai_cb, pc->host, port, &hints);
+        sk->resolving = rc == 0;
+    }
     if (rc != 0) {
         uv_close((uv_handle_t *)&sk->tcp, agent__psock_closed);
         return rc;
