@@ -266,9 +266,11 @@ int agent_peers_init(struct agent *a);
 /* Fails the requests to peers in flight (their blocks are read from the store) and frees the
  * peer connections once the loop ran their close callbacks. Call before agent_fetch_free. */
 void agent_peers_free(struct agent *a);
-/* The owner of block `index` of `key` among `peers` (rendezvous hashing), NULL when n is 0. */
+/* The owner of block `index` of `key` among `peers` (rendezvous hashing): among the peers of
+ * `zone` when it is not NULL or "" and some peer is in it (each zone reads a block from the store
+ * once, and blocks do not cross zones), else among all. NULL when n is 0. */
 const struct agent_peer *agent_block_owner(const struct agent_peer *peers, size_t n,
-                                           const char *key, uint32_t index);
+                                           const char *zone, const char *key, uint32_t index);
 
 /* ---- Hooks of the write and read paths, called by agent_run() ---- */
 

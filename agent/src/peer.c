@@ -96,21 +96,25 @@ static uint64_t agent__pmix(uint64_t x)
 }
 
 const struct agent_peer *agent_block_owner(const struct agent_peer *peers, size_t n,
-                                           const char *key, uint32_t index)
+                                           const char *zone, const char *key, uint32_t index)
 {
-    if (n == 0) {
-        return NULL;
+    bool in_zone = false;
+    for (size_t i = 0; zone != NULL && zone[0] != '\0' && i < n && !in_zone; i++) {
+        in_zone = strcmp(peers[i].zone, zone) == 0;
     }
     uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over the key, then the index */
     for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++) {
         h = (h ^ *p) * 0x100000001b3ULL;
     }
     h = agent__pmix(h ^ ((uint64_t)index * 0x9e3779b97f4a7c15ULL));
-    const struct agent_peer *best = &peers[0];
+    const struct agent_peer *best = NULL;
     uint64_t best_score = 0;
     for (size_t i = 0; i < n; i++) {
+        if (in_zone && strcmp(peers[i].zone, zone) != 0) {
+            continue; /* owners are chosen among the agents of the asker's zone */
+        }
         uint64_t score = agent__pmix(h ^ ((uint64_t)(uint32_t)peers[i].id * 0xd6e8feb86659fd93ULL));
-        if (i == 0 || score > best_score || (score == best_score && peers[i].id < best->id)) {
+        if (best == NULL || score > best_score || (score == best_score && peers[i].id < best->id)) {
             best = &peers[i];
             best_score = score;
         }
@@ -416,7 +420,8 @@ static bool agent__peers_remote(void *ctx, const char *key, uint32_t index, uint
     if (ps->closing || !cl->registered || cl->n_peers < 2) {
         return false;
     }
-    const struct agent_peer *owner = agent_block_owner(cl->peers, cl->n_peers, key, index);
+    const struct agent_peer *owner =
+        agent_block_owner(cl->peers, cl->n_peers, ps->a->cfg.zone, key, index);
     if (owner == NULL || owner->id == cl->id) {
         return false;
     }
@@ -483,7 +488,8 @@ static bool agent__peers_owns(void *ctx, const char *key, uint32_t index)
     if (ps->closing || !cl->registered || cl->n_peers < 2) {
         return false;
     }
-    const struct agent_peer *owner = agent_block_owner(cl->peers, cl->n_peers, key, index);
+    const struct agent_peer *owner =
+        agent_block_owner(cl->peers, cl->n_peers, ps->a->cfg.zone, key, index);
     return owner != NULL && owner->id == cl->id;
 }
 

@@ -286,7 +286,7 @@ static void test_flushed_blocks_served(void **state)
     uint64_t nb = count_blocks(len);
     uint64_t mine = 0;
     for (uint32_t j = 0; j < nb; j++) {
-        mine += agent_block_owner(n.a[0].cluster.peers, 3, key, j)->id == 1;
+        mine += agent_block_owner(n.a[0].cluster.peers, 3, NULL, key, j)->id == 1;
     }
     assert_true(mine > 0 && mine < nb);
     struct got g;
@@ -656,7 +656,7 @@ static void test_read_block_requests(void **state)
 }
 
 /* Rendezvous ownership: every block has one owner, spread over the agents, and removing an
- * agent moves only that agent's blocks. */
+ * agent moves only that agent's blocks; with zones, owners are in the asker's zone. */
 static void test_owner_spread(void **state)
 {
     (void)state;
@@ -664,10 +664,10 @@ static void test_owner_spread(void **state)
     int count[4] = {0};
     int moved = 0;
     for (uint32_t j = 0; j < 300; j++) {
-        const struct agent_peer *o = agent_block_owner(p, 3, "objects/x", j);
+        const struct agent_peer *o = agent_block_owner(p, 3, "", "objects/x", j);
         assert_non_null(o);
         count[o->id]++;
-        const struct agent_peer *o2 = agent_block_owner(p, 2, "objects/x", j); /* 3 left */
+        const struct agent_peer *o2 = agent_block_owner(p, 2, NULL, "objects/x", j); /* 3 left */
         if (o->id != 3) {
             assert_int_equal(o2->id, o->id);
         } else {
@@ -678,7 +678,23 @@ static void test_owner_spread(void **state)
         assert_true(count[i] > 50);
     }
     assert_int_equal(moved, count[3]);
-    assert_null(agent_block_owner(p, 0, "objects/x", 0));
+    assert_null(agent_block_owner(p, 0, NULL, "objects/x", 0));
+    /* Zones: owners are chosen within the asker's zone; a zone nobody is in means everyone. */
+    struct agent_peer z[4] = {
+        {1, "h", 1, "a"}, {2, "h", 2, "b"}, {3, "h", 3, "b"}, {4, "h", 4, "a"}};
+    int seen[5] = {0};
+    for (uint32_t j = 0; j < 200; j++) {
+        const struct agent_peer *o = agent_block_owner(z, 4, "b", "objects/y", j);
+        assert_true(o->id == 2 || o->id == 3);
+        seen[o->id]++;
+        o = agent_block_owner(z, 4, "a", "objects/y", j);
+        assert_true(o->id == 1 || o->id == 4);
+        seen[o->id]++;
+        seen[agent_block_owner(z, 4, "c", "objects/y", j)->id]++;
+    }
+    for (int i = 1; i <= 4; i++) {
+        assert_true(seen[i] > 100);
+    }
 }
 
 int run_test_peer(void)
