@@ -5,10 +5,11 @@
  * does not own (agent_cache_set_remote); the owner answers AgentReadBlock (api key 1100, Runnel's
  * own namespace, not advertised in ApiVersions) on its Kafka listener from its block memory or
  * with one store read, never by asking a third agent. So each block is read from the store once
- * per cluster, whichever agents its readers use.
+ * per cluster (once per zone when agents have zones: owners are picked within the asker's zone),
+ * whichever agents its readers use.
  *
  * The client half keeps one connection per peer, opened on demand, with pipelined requests
- * matched to responses in order by correlation id. Every request has a deadline (PEER_DEADLINE):
+ * matched to responses in order by correlation id. Every request has a deadline (3 s):
  * a peer that does not answer in time, refuses, or closes fails every request of that connection,
  * the cache reads those blocks from the store, and the peer is not asked again for a second
  * (during which this agent reads the peer's blocks itself).
