@@ -240,6 +240,12 @@ void agent_topics_invalidate(struct agent *a, struct kp_str name);
 int agent_cluster_init(struct agent *a);
 /* Stops the heartbeat timer and frees the peer list (shutdown). */
 void agent_cluster_free(struct agent *a);
+/*
+ * The numeric local address this host's route to host:port leaves from (no packet is sent):
+ * what a load-balancer-mode agent listening on a wildcard registers as its peer address. 0, or a
+ * negative errno when host does not resolve or has no route.
+ */
+int agent_cluster_route_addr(const char *host, int port, char *out, size_t outlen);
 
 /*
  * The brokers a client should see, sorted by id, in an array allocated from `arena`: in

@@ -169,7 +169,8 @@ static const struct rn_setting agent__agent_settings[] = {
      50, 60000},
     {"cluster.peer.address", RN_SETTING_STRING, "",
      "lb mode: host:port at which the other agents reach this agent's listener to share object "
-     "blocks; empty: the listen address unless it is a wildcard (then no sharing)",
+     "blocks; empty: the listen address, or for a wildcard one the local address of the route "
+     "to the metadata service with the listen port; none: no sharing",
      &agent__cfg.peer_address, 0, 0},
     {"session.timeout.ms", RN_SETTING_INT, "6000",
      "direct mode: the metadata service drops an agent this long after its last heartbeat",

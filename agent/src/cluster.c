@@ -14,13 +14,19 @@
  * when there is one alive. While the metadata service cannot be reached the last list stays in
  * use; before the first answer the agent shows itself alone.
  *
- * In load-balancer mode an agent with a peer address (cluster.peer.address, or a listen address
- * that names a host) registers and heartbeats too, at that address, only to learn the other
- * agents it shares object blocks with (peer.c); its node.id and what clients see are unchanged.
+ * In load-balancer mode an agent with a peer address (cluster.peer.address; else the listen
+ * address when it names a host; else, for a wildcard listen address, the local address this host
+ * uses to reach the metadata service, with the listen port) registers and heartbeats too, at
+ * that address, only to learn the other agents it shares object blocks with (peer.c); its
+ * node.id and what clients see are unchanged. cluster.peer.address=none shares nothing.
  */
 #include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "runnel/common/config.h"
@@ -205,10 +211,40 @@ static void agent__hb_start(struct agent *a)
     uv_unref((uv_handle_t *)&c->hb);
 }
 
+int agent_cluster_route_addr(const char *host, int port, char *out, size_t outlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM};
+    struct addrinfo *res = NULL;
+    char svc[16];
+    snprintf(svc, sizeof(svc), "%d", port);
+    int rc = getaddrinfo(host, svc, &hints, &res);
+    if (rc != 0) {
+        return rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+    }
+    rc = -EHOSTUNREACH;
+    for (struct addrinfo *ai = res; ai != NULL && rc != 0; ai = ai->ai_next) {
+        /* A datagram socket's connect() only picks the route and the source address. */
+        int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            continue;
+        }
+        struct sockaddr_storage local;
+        socklen_t len = sizeof(local);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+            getsockname(fd, (struct sockaddr *)&local, &len) == 0 &&
+            getnameinfo((struct sockaddr *)&local, len, out, (socklen_t)outlen, NULL, 0,
+                        NI_NUMERICHOST) == 0) {
+            rc = 0;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
 /*
- * Load-balancer mode: registers at the peer address when there is one (cluster.peer.address, or
- * the listen address unless it is a wildcard or port 0), so that agents find each other to share
- * object blocks. Never in runnel dev (one agent).
+ * Load-balancer mode: registers at the peer address when there is one (see the top of this file)
+ * so that agents find each other to share object blocks. Never in runnel dev (one agent).
  */
 static int agent__lb_peers_init(struct agent *a)
 {
@@ -217,7 +253,8 @@ static int agent__lb_peers_init(struct agent *a)
                            ? a->cfg.peer_address
                            : a->cfg.listen;
     bool explicit_addr = addr != a->cfg.listen;
-    if (a->cfg.dev || addr == NULL || a->meta == NULL) {
+    if (a->cfg.dev || addr == NULL || a->meta == NULL ||
+        (explicit_addr && strcmp(addr, "none") == 0)) {
         return 0;
     }
     if (rn_parse_hostport(addr, c->peer_host, sizeof(c->peer_host), &c->peer_port) != 0 ||
@@ -235,7 +272,22 @@ static int agent__lb_peers_init(struct agent *a)
                    "setting=cluster.peer.address value=\"%s\" hint=\"not a wildcard\"", addr);
             return -EINVAL;
         }
-        return 0; /* no address the others could use: read every block from the store */
+        /* Listening everywhere: peers reach us at the address our route to the metadata service
+         * leaves from (the same network the other agents use to reach it). */
+        char mhost[256];
+        int mport = 0;
+        int rc = rn_parse_hostport(a->meta_addr, mhost, sizeof(mhost), &mport);
+        if (rc == 0) {
+            rc = agent_cluster_route_addr(mhost, mport, c->peer_host, sizeof(c->peer_host));
+        }
+        if (rc != 0) {
+            rn_log(RN_LOG_WARN, "no_peer_address",
+                   "metadata=%s hint=\"set cluster.peer.address to share object blocks\"",
+                   a->meta_addr);
+            return 0; /* read every block from the store */
+        }
+        rn_log(RN_LOG_INFO, "peer_address", "address=%s:%d source=route_to_metadata", c->peer_host,
+               c->peer_port);
     }
     if (a->cfg.session_timeout_ms <= a->cfg.heartbeat_ms) {
         return 0;

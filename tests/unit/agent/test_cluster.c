@@ -113,12 +113,25 @@ static void test_cluster_view(void **state)
     kp_arena_free(&arena);
 }
 
+/* The peer address of an agent listening on a wildcard: where its route to the metadata
+ * service leaves from. */
+static void test_cluster_route_addr(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_int_equal(agent_cluster_route_addr("127.0.0.1", 9000, out, sizeof(out)), 0);
+    assert_string_equal(out, "127.0.0.1");
+    assert_int_equal(agent_cluster_route_addr("localhost", 9000, out, sizeof(out)), 0);
+    assert_true(strcmp(out, "127.0.0.1") == 0 || strcmp(out, "::1") == 0);
+}
+
 int run_test_cluster(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cluster_client_zone),
         cmocka_unit_test(test_cluster_leader_shares),
         cmocka_unit_test(test_cluster_view),
+        cmocka_unit_test(test_cluster_route_addr),
     };
     return cmocka_run_group_tests_name("cluster", tests, NULL, NULL);
 }
