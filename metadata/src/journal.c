@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "groups_int.h"
@@ -33,7 +34,7 @@
 #define META_SNAPSHOT_MAGIC "RNLSNAP2"    /* header with a u64 body length */
 #define META_SNAPSHOT_MAGIC_V1 "RNLSNAPF" /* the older header with a u32 length */
 #define META_SNAPSHOT_HEADER 32
-#define META_SNAPSHOT_CHUNK ((size_t)8 << 20) /* snapshot bytes written between flushes */
+#define META_SNAPSHOT_SLICE ((size_t)1 << 20) /* snapshot bytes written back at a time */
 #define META_RECORD_HEADER 8                  /* u32 len + u32 crc */
 #define META_RECORD_MAX (256u << 20)          /* a body larger than this is corruption */
 
@@ -406,6 +407,7 @@ struct meta_journal {
     uint64_t file_bytes;           /* bytes appended since the last rotation */
     uint64_t fork_gen;             /* loop: generation of the forked snapshot running, or 0 */
     uint64_t fork_seq;             /* sequence the forked snapshot covers */
+    uint64_t snap_rate;            /* bytes/s a forked snapshot is written at most; 0: no limit */
     char crash_at[32];             /* test hook RUNNEL_META_CRASH_AT, "" when unset */
     pthread_t thread;              /* the writer */
     pthread_mutex_t mu;            /* guards the fields below */
@@ -611,14 +613,30 @@ static void meta__snapshot_header(uint8_t head[META_SNAPSHOT_HEADER], const uint
     }
 }
 
+/* Sleeps until CLOCK_MONOTONIC reaches `until_ns`. */
+static void meta__sleep_until(uint64_t until_ns)
+{
+    struct timespec ts = {(time_t)(until_ns / 1000000000u), (long)(until_ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+static uint64_t meta__mono_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /*
- * Writes header + data to `path` (created or truncated) and fdatasyncs it. The data goes out in
- * META_SNAPSHOT_CHUNK pieces, each started with sync_file_range and waited for before the next
- * but one, so a large snapshot never leaves hundreds of MB dirty for the journal's fdatasync to
- * queue behind (on ext4 a journal commit also waits for ordered data).
+ * Writes header + data to `path` (created or truncated) and fdatasyncs it, at most `rate` bytes
+ * per second (0: as fast as the disk takes it). The data goes out in META_SNAPSHOT_SLICE pieces;
+ * each is written back (sync_file_range, waited for) before the next is written, so no more
+ * than one slice of snapshot data is ever dirty or in flight ahead of the journal's own writes
+ * and flushes; the pacing leaves the disk idle between slices for the journal.
  */
 static int meta__write_snapshot_file(struct meta_journal *j, const char *path, const uint8_t *data,
-                                     size_t len, uint64_t seq)
+                                     size_t len, uint64_t seq, uint64_t rate)
 {
     uint8_t head[META_SNAPSHOT_HEADER];
     meta__snapshot_header(head, data, len, seq);
@@ -626,17 +644,19 @@ static int meta__write_snapshot_file(struct meta_journal *j, const char *path, c
     if (fd < 0) {
         return -errno;
     }
+    const size_t slice = META_SNAPSHOT_SLICE;
+    uint64_t t0 = meta__mono_now_ns();
     int rc = meta__write_all(fd, head, sizeof(head));
-    for (size_t off = 0; rc == 0 && off < len; off += META_SNAPSHOT_CHUNK) {
-        size_t n = len - off < META_SNAPSHOT_CHUNK ? len - off : META_SNAPSHOT_CHUNK;
+    for (size_t off = 0; rc == 0 && off < len; off += slice) {
+        size_t n = len - off < slice ? len - off : slice;
         rc = meta__write_all(fd, data + off, n);
         off_t end = (off_t)(sizeof(head) + off + n);
         /* Best effort: a failure here only loses the pacing; fdatasync below decides. */
-        (void)sync_file_range(fd, end - (off_t)n, (off_t)n, SYNC_FILE_RANGE_WRITE);
-        if (off >= META_SNAPSHOT_CHUNK) {
-            (void)sync_file_range(
-                fd, end - (off_t)n - META_SNAPSHOT_CHUNK, (off_t)META_SNAPSHOT_CHUNK,
-                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        (void)sync_file_range(fd, end - (off_t)n, (off_t)n,
+                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER);
+        if (rate > 0) {
+            meta__sleep_until(t0 + (uint64_t)((double)(off + n) * 1e9 / (double)rate));
         }
     }
     if (rc == 0) {
@@ -963,7 +983,7 @@ static void *meta__writer(void *arg)
         }
         if (rc == 0 && snap != NULL) {
             char *stmp = meta__gen_path(j->dir, "snapshot", rot_gen, ".tmp");
-            rc = meta__write_snapshot_file(j, stmp, snap->data, snap->len, snap->seq);
+            rc = meta__write_snapshot_file(j, stmp, snap->data, snap->len, snap->seq, 0);
             free(stmp);
             if (rc == 0) {
                 rc = meta__install(j, rot_gen);
@@ -1275,6 +1295,11 @@ uint64_t meta_journal_syncs(struct meta_journal *j)
     return atomic_load(&j->syncs);
 }
 
+void meta_journal_set_snapshot_rate(struct meta_journal *j, uint64_t bytes_per_s)
+{
+    j->snap_rate = bytes_per_s;
+}
+
 uint64_t meta_journal_generation(const struct meta_journal *j)
 {
     return j->gen;
@@ -1335,11 +1360,11 @@ static int meta__child_write_snapshot(struct meta_journal *j, const struct meta_
     int rc;
     if (strcmp(j->crash_at, "snapshot-partial") == 0) {
         /* Test hook: the parent dies while the temporary is half written. */
-        rc = meta__write_snapshot_file(NULL, tmp, data, len / 2, j->fork_seq);
+        rc = meta__write_snapshot_file(NULL, tmp, data, len / 2, j->fork_seq, j->snap_rate);
         kill(getppid(), SIGKILL);
         _exit(rc == 0 ? 1 : 2);
     }
-    rc = meta__write_snapshot_file(NULL, tmp, data, len, j->fork_seq);
+    rc = meta__write_snapshot_file(NULL, tmp, data, len, j->fork_seq, j->snap_rate);
     free(data);
     return rc;
 }

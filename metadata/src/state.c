@@ -245,6 +245,18 @@ static void meta__ext_free(struct meta_extent *e, uint32_t cap)
     }
 }
 
+size_t meta_state_mapped_bytes(const struct meta_state *s)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < s->n_topics; i++) {
+        for (uint32_t p = 0; p < s->topics[i].n_parts; p++) {
+            uint32_t cap = s->topics[i].parts[p].cap_ext;
+            n += meta__ext_mapped(cap) ? meta__ext_map_len(cap) : 0;
+        }
+    }
+    return n;
+}
+
 static void meta__topic_free(struct meta_topic *t)
 {
     for (uint32_t i = 0; i < t->n_parts; i++) {
