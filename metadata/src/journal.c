@@ -35,6 +35,8 @@
 #define META_SNAPSHOT_MAGIC_V1 "RNLSNAPF" /* the older header with a u32 length */
 #define META_SNAPSHOT_HEADER 32
 #define META_SNAPSHOT_SLICE ((size_t)1 << 20) /* snapshot bytes written back at a time */
+#define META_DELETE_STEP ((size_t)8 << 20)    /* obsolete files shrink by this much at a time */
+#define META_DELETE_PAUSE_NS 10000000u        /* between two steps */
 #define META_RECORD_HEADER 8                  /* u32 len + u32 crc */
 #define META_RECORD_MAX (256u << 20)          /* a body larger than this is corruption */
 
@@ -423,6 +425,7 @@ struct meta_journal {
     bool stop;                     /* writer should exit once pending is written */
     pthread_t deleter;             /* writer: deletes the files an install made obsolete */
     bool deleting;                 /* writer: deleter was started and not joined */
+    _Atomic bool deleter_quit;     /* close: the deleter should stop shrinking and just unlink */
     _Atomic uint64_t durable_seq;  /* last sequence confirmed by fdatasync */
     _Atomic int failed;            /* 0 or -errno of the failed write/sync */
     _Atomic uint64_t syncs;        /* fdatasync calls */
@@ -817,11 +820,40 @@ out:
 }
 
 /*
+ * Deleter thread: shrinks the obsolete file `path` to nothing in META_DELETE_STEP steps, one
+ * every META_DELETE_PAUSE_NS, before it is unlinked. Freeing a whole snapshot or journal file
+ * (hundreds of MB) at once puts all of it into one ext4 transaction, and on a file system
+ * mounted with `discard` its commit also discards all of it: the journal's next fdatasync
+ * waited 60-110 ms behind that. Steps keep each transaction small. Best effort: any failure,
+ * or meta_journal_close asking the deleter to finish, just leaves the rest to the unlink.
+ */
+static void meta__shrink_gently(struct meta_journal *j, const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        off_t size = st.st_size;
+        while (size > (off_t)META_DELETE_STEP && !atomic_load(&j->deleter_quit)) {
+            size -= (off_t)META_DELETE_STEP;
+            if (ftruncate(fd, size) != 0) {
+                break;
+            }
+            meta__sleep_until(meta__mono_now_ns() + META_DELETE_PAUSE_NS);
+        }
+    }
+    close(fd);
+}
+
+/*
  * Deletes the snapshots and journal files of generations below `gen` (everything snapshot.<gen>
  * covers). Failures are ignored: start-up deletes what is left. `hook`: honour the mid-delete
- * crash point (not during start-up's own clean-up).
+ * crash point (not during start-up's own clean-up). `gentle`: shrink each file in steps first
+ * (meta__shrink_gently; only on the deleter thread, never where it would hold up commits).
  */
-static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook)
+static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook, bool gentle)
 {
     DIR *d = opendir(j->dir);
     if (d == NULL) {
@@ -834,6 +866,9 @@ static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook)
              meta__parse_gen(e->d_name, "snapshot", &g)) &&
             g < gen) {
             char *path = meta__path(j->dir, e->d_name);
+            if (gentle) {
+                meta__shrink_gently(j, path);
+            }
             unlink(path);
             free(path);
             if (first && hook) {
@@ -848,12 +883,13 @@ static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook)
 struct meta__deletion {
     struct meta_journal *j; /* whose directory */
     uint64_t gen;           /* delete generations below this */
+    bool gentle;            /* shrink files in steps first (on the deleter thread) */
 };
 
 static void *meta__deleter_main(void *arg)
 {
     struct meta__deletion *d = arg;
-    meta__remove_older(d->j, d->gen, true);
+    meta__remove_older(d->j, d->gen, true, d->gentle);
     free(d);
     return NULL;
 }
@@ -861,21 +897,27 @@ static void *meta__deleter_main(void *arg)
 /*
  * Writer thread: deletes the files below `gen` on a short-lived thread, so that freeing hundreds
  * of MB of old journal and snapshot (ext4 frees extents under its journal) never delays a group
- * commit. The previous deleter is joined first (long finished in practice); if no thread can be
- * started, the deletes run here.
+ * commit. The previous deleter is joined first (long finished in practice; if not, told to stop
+ * shrinking); if no thread can be started, the deletes run here, without the shrinking.
  */
 static void meta__start_deleter(struct meta_journal *j, uint64_t gen)
 {
     if (j->deleting) {
+        /* Still shrinking the previous files (an install came very soon): let it unlink the
+         * rest at once rather than hold up this thread. */
+        atomic_store(&j->deleter_quit, true);
         pthread_join(j->deleter, NULL);
+        atomic_store(&j->deleter_quit, false);
         j->deleting = false;
     }
     struct meta__deletion *d = kp_xmalloc(sizeof(*d));
     d->j = j;
     d->gen = gen;
+    d->gentle = true;
     if (pthread_create(&j->deleter, NULL, meta__deleter_main, d) == 0) {
         j->deleting = true;
     } else {
+        d->gentle = false;
         meta__deleter_main(d);
     }
 }
@@ -1169,7 +1211,7 @@ static int meta__recover(struct meta_journal *j, struct meta_state *s, char *err
     j->last_seq = rp.last;
     j->gen = j->wgen > ds.max_gen ? j->wgen : ds.max_gen;
     if (ds.has_snap) {
-        meta__remove_older(j, ds.snap, false);
+        meta__remove_older(j, ds.snap, false, false);
     }
     rc = 0;
 out:
@@ -1452,6 +1494,7 @@ void meta_journal_close(struct meta_journal *j)
     pthread_cond_signal(&j->cond);
     pthread_mutex_unlock(&j->mu);
     pthread_join(j->thread, NULL);
+    atomic_store(&j->deleter_quit, true);
     if (j->deleting) {
         pthread_join(j->deleter, NULL);
     }
