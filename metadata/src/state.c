@@ -838,7 +838,8 @@ static uint32_t meta__ext_next_cap(uint32_t cap, uint32_t gid)
 
 static void meta__ext_prefault(struct meta_partition *p, uint32_t k)
 {
-    if (k < p->cap_ext && ((uintptr_t)&p->ext[k] & 4095) < sizeof(struct meta_extent)) {
+    if (k >= p->n_ext && k < p->cap_ext &&
+        ((uintptr_t)&p->ext[k] & 4095) < sizeof(struct meta_extent)) {
         *(volatile uint8_t *)&p->ext[k] = 0;
     }
 }
@@ -1464,7 +1465,8 @@ int meta_state_deserialize(struct meta_state *s, const uint8_t *buf, size_t len,
             part->max_ts_ext = -1;
             uint32_t ne = meta__get_count(&r, 44);
             /* Room to grow, different per partition (see meta__ext_next_cap). */
-            uint32_t cap = ne ? ne + (uint32_t)(meta__mix(part->gid) % ((uint64_t)ne / 4 + 1)) : 0;
+            uint64_t room = ne ? (uint64_t)ne + meta__mix(part->gid) % ((uint64_t)ne / 4 + 1) : 0;
+            uint32_t cap = room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
             part->ext = ne ? meta__ext_resize(NULL, 0, cap) : NULL;
             part->cap_ext = cap;
             for (uint32_t e = 0; e < ne && !r.err; e++) {
