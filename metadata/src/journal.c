@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "groups_int.h"
@@ -33,7 +34,9 @@
 #define META_SNAPSHOT_MAGIC "RNLSNAP2"    /* header with a u64 body length */
 #define META_SNAPSHOT_MAGIC_V1 "RNLSNAPF" /* the older header with a u32 length */
 #define META_SNAPSHOT_HEADER 32
-#define META_SNAPSHOT_CHUNK ((size_t)8 << 20) /* snapshot bytes written between flushes */
+#define META_SNAPSHOT_SLICE ((size_t)1 << 20) /* snapshot bytes written back at a time */
+#define META_DELETE_STEP ((size_t)8 << 20)    /* obsolete files shrink by this much at a time */
+#define META_DELETE_PAUSE_NS 10000000u        /* between two steps */
 #define META_RECORD_HEADER 8                  /* u32 len + u32 crc */
 #define META_RECORD_MAX (256u << 20)          /* a body larger than this is corruption */
 
@@ -406,6 +409,7 @@ struct meta_journal {
     uint64_t file_bytes;           /* bytes appended since the last rotation */
     uint64_t fork_gen;             /* loop: generation of the forked snapshot running, or 0 */
     uint64_t fork_seq;             /* sequence the forked snapshot covers */
+    uint64_t snap_rate;            /* bytes/s a forked snapshot is written at most; 0: no limit */
     char crash_at[32];             /* test hook RUNNEL_META_CRASH_AT, "" when unset */
     pthread_t thread;              /* the writer */
     pthread_mutex_t mu;            /* guards the fields below */
@@ -421,6 +425,7 @@ struct meta_journal {
     bool stop;                     /* writer should exit once pending is written */
     pthread_t deleter;             /* writer: deletes the files an install made obsolete */
     bool deleting;                 /* writer: deleter was started and not joined */
+    _Atomic bool deleter_quit;     /* close: the deleter should stop shrinking and just unlink */
     _Atomic uint64_t durable_seq;  /* last sequence confirmed by fdatasync */
     _Atomic int failed;            /* 0 or -errno of the failed write/sync */
     _Atomic uint64_t syncs;        /* fdatasync calls */
@@ -611,14 +616,30 @@ static void meta__snapshot_header(uint8_t head[META_SNAPSHOT_HEADER], const uint
     }
 }
 
+/* Sleeps until CLOCK_MONOTONIC reaches `until_ns`. */
+static void meta__sleep_until(uint64_t until_ns)
+{
+    struct timespec ts = {(time_t)(until_ns / 1000000000u), (long)(until_ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+static uint64_t meta__mono_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /*
- * Writes header + data to `path` (created or truncated) and fdatasyncs it. The data goes out in
- * META_SNAPSHOT_CHUNK pieces, each started with sync_file_range and waited for before the next
- * but one, so a large snapshot never leaves hundreds of MB dirty for the journal's fdatasync to
- * queue behind (on ext4 a journal commit also waits for ordered data).
+ * Writes header + data to `path` (created or truncated) and fdatasyncs it, at most `rate` bytes
+ * per second (0: as fast as the disk takes it). The data goes out in META_SNAPSHOT_SLICE pieces;
+ * each is written back (sync_file_range, waited for) before the next is written, so no more
+ * than one slice of snapshot data is ever dirty or in flight ahead of the journal's own writes
+ * and flushes; the pacing leaves the disk idle between slices for the journal.
  */
 static int meta__write_snapshot_file(struct meta_journal *j, const char *path, const uint8_t *data,
-                                     size_t len, uint64_t seq)
+                                     size_t len, uint64_t seq, uint64_t rate)
 {
     uint8_t head[META_SNAPSHOT_HEADER];
     meta__snapshot_header(head, data, len, seq);
@@ -626,17 +647,19 @@ static int meta__write_snapshot_file(struct meta_journal *j, const char *path, c
     if (fd < 0) {
         return -errno;
     }
+    const size_t slice = META_SNAPSHOT_SLICE;
+    uint64_t t0 = meta__mono_now_ns();
     int rc = meta__write_all(fd, head, sizeof(head));
-    for (size_t off = 0; rc == 0 && off < len; off += META_SNAPSHOT_CHUNK) {
-        size_t n = len - off < META_SNAPSHOT_CHUNK ? len - off : META_SNAPSHOT_CHUNK;
+    for (size_t off = 0; rc == 0 && off < len; off += slice) {
+        size_t n = len - off < slice ? len - off : slice;
         rc = meta__write_all(fd, data + off, n);
         off_t end = (off_t)(sizeof(head) + off + n);
         /* Best effort: a failure here only loses the pacing; fdatasync below decides. */
-        (void)sync_file_range(fd, end - (off_t)n, (off_t)n, SYNC_FILE_RANGE_WRITE);
-        if (off >= META_SNAPSHOT_CHUNK) {
-            (void)sync_file_range(
-                fd, end - (off_t)n - META_SNAPSHOT_CHUNK, (off_t)META_SNAPSHOT_CHUNK,
-                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        (void)sync_file_range(fd, end - (off_t)n, (off_t)n,
+                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER);
+        if (rate > 0) {
+            meta__sleep_until(t0 + (uint64_t)((double)(off + n) * 1e9 / (double)rate));
         }
     }
     if (rc == 0) {
@@ -797,11 +820,40 @@ out:
 }
 
 /*
+ * Deleter thread: shrinks the obsolete file `path` to nothing in META_DELETE_STEP steps, one
+ * every META_DELETE_PAUSE_NS, before it is unlinked. Freeing a whole snapshot or journal file
+ * (hundreds of MB) at once puts all of it into one ext4 transaction, and on a file system
+ * mounted with `discard` its commit also discards all of it: the journal's next fdatasync
+ * waited 60-110 ms behind that. Steps keep each transaction small. Best effort: any failure,
+ * or meta_journal_close asking the deleter to finish, just leaves the rest to the unlink.
+ */
+static void meta__shrink_gently(struct meta_journal *j, const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        off_t size = st.st_size;
+        while (size > (off_t)META_DELETE_STEP && !atomic_load(&j->deleter_quit)) {
+            size -= (off_t)META_DELETE_STEP;
+            if (ftruncate(fd, size) != 0) {
+                break;
+            }
+            meta__sleep_until(meta__mono_now_ns() + META_DELETE_PAUSE_NS);
+        }
+    }
+    close(fd);
+}
+
+/*
  * Deletes the snapshots and journal files of generations below `gen` (everything snapshot.<gen>
  * covers). Failures are ignored: start-up deletes what is left. `hook`: honour the mid-delete
- * crash point (not during start-up's own clean-up).
+ * crash point (not during start-up's own clean-up). `gentle`: shrink each file in steps first
+ * (meta__shrink_gently; only on the deleter thread, never where it would hold up commits).
  */
-static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook)
+static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook, bool gentle)
 {
     DIR *d = opendir(j->dir);
     if (d == NULL) {
@@ -814,6 +866,9 @@ static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook)
              meta__parse_gen(e->d_name, "snapshot", &g)) &&
             g < gen) {
             char *path = meta__path(j->dir, e->d_name);
+            if (gentle) {
+                meta__shrink_gently(j, path);
+            }
             unlink(path);
             free(path);
             if (first && hook) {
@@ -828,12 +883,13 @@ static void meta__remove_older(struct meta_journal *j, uint64_t gen, bool hook)
 struct meta__deletion {
     struct meta_journal *j; /* whose directory */
     uint64_t gen;           /* delete generations below this */
+    bool gentle;            /* shrink files in steps first (on the deleter thread) */
 };
 
 static void *meta__deleter_main(void *arg)
 {
     struct meta__deletion *d = arg;
-    meta__remove_older(d->j, d->gen, true);
+    meta__remove_older(d->j, d->gen, true, d->gentle);
     free(d);
     return NULL;
 }
@@ -841,21 +897,27 @@ static void *meta__deleter_main(void *arg)
 /*
  * Writer thread: deletes the files below `gen` on a short-lived thread, so that freeing hundreds
  * of MB of old journal and snapshot (ext4 frees extents under its journal) never delays a group
- * commit. The previous deleter is joined first (long finished in practice); if no thread can be
- * started, the deletes run here.
+ * commit. The previous deleter is joined first (long finished in practice; if not, told to stop
+ * shrinking); if no thread can be started, the deletes run here, without the shrinking.
  */
 static void meta__start_deleter(struct meta_journal *j, uint64_t gen)
 {
     if (j->deleting) {
+        /* Still shrinking the previous files (an install came very soon): let it unlink the
+         * rest at once rather than hold up this thread. */
+        atomic_store(&j->deleter_quit, true);
         pthread_join(j->deleter, NULL);
+        atomic_store(&j->deleter_quit, false);
         j->deleting = false;
     }
     struct meta__deletion *d = kp_xmalloc(sizeof(*d));
     d->j = j;
     d->gen = gen;
+    d->gentle = true;
     if (pthread_create(&j->deleter, NULL, meta__deleter_main, d) == 0) {
         j->deleting = true;
     } else {
+        d->gentle = false;
         meta__deleter_main(d);
     }
 }
@@ -963,7 +1025,7 @@ static void *meta__writer(void *arg)
         }
         if (rc == 0 && snap != NULL) {
             char *stmp = meta__gen_path(j->dir, "snapshot", rot_gen, ".tmp");
-            rc = meta__write_snapshot_file(j, stmp, snap->data, snap->len, snap->seq);
+            rc = meta__write_snapshot_file(j, stmp, snap->data, snap->len, snap->seq, 0);
             free(stmp);
             if (rc == 0) {
                 rc = meta__install(j, rot_gen);
@@ -1149,7 +1211,7 @@ static int meta__recover(struct meta_journal *j, struct meta_state *s, char *err
     j->last_seq = rp.last;
     j->gen = j->wgen > ds.max_gen ? j->wgen : ds.max_gen;
     if (ds.has_snap) {
-        meta__remove_older(j, ds.snap, false);
+        meta__remove_older(j, ds.snap, false, false);
     }
     rc = 0;
 out:
@@ -1275,6 +1337,11 @@ uint64_t meta_journal_syncs(struct meta_journal *j)
     return atomic_load(&j->syncs);
 }
 
+void meta_journal_set_snapshot_rate(struct meta_journal *j, uint64_t bytes_per_s)
+{
+    j->snap_rate = bytes_per_s;
+}
+
 uint64_t meta_journal_generation(const struct meta_journal *j)
 {
     return j->gen;
@@ -1335,11 +1402,11 @@ static int meta__child_write_snapshot(struct meta_journal *j, const struct meta_
     int rc;
     if (strcmp(j->crash_at, "snapshot-partial") == 0) {
         /* Test hook: the parent dies while the temporary is half written. */
-        rc = meta__write_snapshot_file(NULL, tmp, data, len / 2, j->fork_seq);
+        rc = meta__write_snapshot_file(NULL, tmp, data, len / 2, j->fork_seq, j->snap_rate);
         kill(getppid(), SIGKILL);
         _exit(rc == 0 ? 1 : 2);
     }
-    rc = meta__write_snapshot_file(NULL, tmp, data, len, j->fork_seq);
+    rc = meta__write_snapshot_file(NULL, tmp, data, len, j->fork_seq, j->snap_rate);
     free(data);
     return rc;
 }
@@ -1427,6 +1494,7 @@ void meta_journal_close(struct meta_journal *j)
     pthread_cond_signal(&j->cond);
     pthread_mutex_unlock(&j->mu);
     pthread_join(j->thread, NULL);
+    atomic_store(&j->deleter_quit, true);
     if (j->deleting) {
         pthread_join(j->deleter, NULL);
     }

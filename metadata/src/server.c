@@ -27,6 +27,7 @@ void meta_server_options_default(struct meta_server_options *o)
     o->host = "127.0.0.1";
     o->port = 9093;
     o->snapshot_bytes = 256u << 20;
+    o->snapshot_write_rate = (uint64_t)META_SNAPSHOT_WRITE_MBPS_DEFAULT << 20;
     o->max_frame = 64u << 20;
     o->group_initial_delay_ms = 3000;
     o->offsets_retention_ms = 7LL * 24 * 3600 * 1000;
@@ -545,6 +546,9 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
     int rc = meta_journal_open(&srv->journal, srv->data_dir, &srv->state, meta__journal_notify,
                                &srv->durable_async, err, err_len);
     srv->startup_ms = (meta__mono_ns() - t0) / 1e6;
+    if (rc == 0) {
+        meta_journal_set_snapshot_rate(srv->journal, srv->opt.snapshot_write_rate);
+    }
     if (rc == 0 && srv->state.mutations == 0 && srv->state.n_topics == 0 &&
         meta_journal_last_seq(srv->journal) == 0) {
         /* A new data directory: give the cluster its random seed (topic ids) via a snapshot. */

@@ -16,7 +16,10 @@
  * latency at the target rate over a state of EXTENTS extents with the snapshots that rate
  * triggers (at 1,000 partitions per commit, one every few tens of seconds; use long runs).
  *
+ * --snapshot-mbps N sets the service's snapshot.write.mbps (0: no limit).
+ *
  * usage: bench_metadata_commit [SECONDS_PER_RUN] [--overlap EXTENTS [--snapshot-bytes N]]
+ *                              [--snapshot-mbps N]
  *        (default 3 s)
  */
 #include <signal.h>
@@ -54,6 +57,8 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+static long g_snapshot_mbps = -1; /* --snapshot-mbps: -1 keeps the service's default */
+
 static void server_child(const char *dir, int port, uint64_t snapshot_bytes)
 {
     uv_loop_t loop;
@@ -64,6 +69,9 @@ static void server_child(const char *dir, int port, uint64_t snapshot_bytes)
     o.port = port;
     if (snapshot_bytes > 0) {
         o.snapshot_bytes = snapshot_bytes;
+    }
+    if (g_snapshot_mbps >= 0) {
+        o.snapshot_write_rate = (uint64_t)g_snapshot_mbps << 20;
     }
     char err[256];
     struct meta_server *srv;
@@ -258,6 +266,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--overlap") == 0 && i + 1 < argc) {
             overlap = atol(argv[++i]);
+        } else if (strcmp(argv[i], "--snapshot-mbps") == 0 && i + 1 < argc) {
+            g_snapshot_mbps = atol(argv[++i]);
         } else if (strcmp(argv[i], "--snapshot-bytes") == 0 && i + 1 < argc) {
             snap_bytes = strtoull(argv[++i], NULL, 10);
         } else {

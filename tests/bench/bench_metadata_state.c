@@ -25,11 +25,12 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* Heap bytes in use (glibc), in KiB like rss_kib. */
-static long heap_kib(void)
+/* Heap bytes in use (glibc) plus the extent arrays `s` (may be NULL) keeps in mappings of their
+ * own, in KiB like rss_kib. */
+static long heap_kib(const struct meta_state *s)
 {
     struct mallinfo2 m = mallinfo2();
-    return (long)(m.uordblks / 1024);
+    return (long)((m.uordblks + m.hblkhd + (s != NULL ? meta_state_mapped_bytes(s) : 0)) / 1024);
 }
 
 static long rss_kib(void)
@@ -103,11 +104,11 @@ int main(int argc, char **argv)
     struct meta_state s;
     meta_state_init(&s, NULL);
     meta_state_create_topic(&s, "t", 1, 1000, NULL, 0, false, NULL);
-    long rss1 = heap_kib();
+    long rss1 = heap_kib(&s);
     double t0 = now_s();
     drive(&s, NULL, commits, 0);
     double t1 = now_s();
-    long rss2 = heap_kib();
+    long rss2 = heap_kib(&s);
     long real2 = rss_kib();
     printf("extent appends (state machine only): %.0f extents/s (%.2f s)\n",
            (double)s.n_extents / (t1 - t0), t1 - t0);
@@ -120,22 +121,22 @@ int main(int argc, char **argv)
     /* Worst case for memory: one extent per object (each carries its own object key). */
     meta_state_init(&s, NULL);
     meta_state_create_topic(&s, "t", 1, 1000, NULL, 0, false, NULL);
-    long h0 = heap_kib();
+    long h0 = heap_kib(&s);
     drive_n(&s, NULL, 200000, 0, 1);
-    long h1 = heap_kib();
+    long h1 = heap_kib(&s);
     printf("memory: %.0f heap bytes per extent when every object holds a single extent\n",
            (double)(h1 - h0) * 1024 / (double)s.n_extents);
     meta_state_free(&s);
 
     /* Memory with many partitions. */
-    long rss3 = heap_kib();
+    long rss3 = heap_kib(NULL);
     meta_state_init(&s, NULL);
     for (int i = 0; i < 100; i++) {
         char name[16];
         snprintf(name, sizeof(name), "p%d", i);
         meta_state_create_topic(&s, name, strlen(name), 1000, NULL, 0, false, NULL);
     }
-    long rss4 = heap_kib();
+    long rss4 = heap_kib(&s);
     printf("memory: %.0f heap bytes per empty partition (100 topics x 1000 partitions)\n",
            (double)(rss4 - rss3) * 1024 / 100000);
     meta_state_free(&s);

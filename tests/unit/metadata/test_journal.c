@@ -328,6 +328,52 @@ static void test_snapshot(void **state)
     rm_dir(dir);
 }
 
+/*
+ * Obsolete files larger than the deleter's shrink step (8 MiB) are shrunk in steps and then
+ * removed: after the install only the new generation is left, and it reopens to the same state.
+ */
+static void test_large_obsolete_files(void **state)
+{
+    (void)state;
+    char dir[64];
+    char err[256];
+    char files[512];
+    char want[512];
+    make_dir(dir, sizeof(dir));
+    struct meta_state s;
+    meta_state_init(&s, NULL);
+    struct meta_journal *j = NULL;
+    assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
+    uint64_t seq = drive(&s, j, "big", 150000);
+    wait_durable(j, seq);
+    assert_true(file_size(dir, gname("journal", 1)) > (off_t)(16 << 20));
+    assert_int_equal(meta_journal_snapshot(j, &s), 0);
+    seq = drive(&s, j, "after", 5);
+    wait_durable(j, seq);
+    for (int i = 0; i < 30000 && file_size(dir, gname("journal", 1)) >= 0; i++) {
+        usleep(1000);
+    }
+    assert_int_equal(file_size(dir, gname("journal", 1)), -1);
+    meta_journal_close(j);
+    list_dir(dir, files, sizeof(files));
+    snprintf(want, sizeof(want), "%s %s", gname("journal", 2), gname("snapshot", 2));
+    assert_string_equal(files, want);
+    struct meta_state r;
+    meta_state_init(&r, NULL);
+    assert_int_equal(meta_journal_open(&j, dir, &r, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(meta_journal_last_seq(j), seq);
+    assert_same_state(&s, &r);
+    /* A second snapshot closed at once: the deleter is told to stop shrinking and unlinks. */
+    assert_int_equal(meta_journal_snapshot(j, &r), 0);
+    meta_journal_close(j);
+    list_dir(dir, files, sizeof(files));
+    snprintf(want, sizeof(want), "%s %s", gname("journal", 3), gname("snapshot", 3));
+    assert_string_equal(files, want);
+    meta_state_free(&r);
+    meta_state_free(&s);
+    rm_dir(dir);
+}
+
 static void test_snapshot_fork(void **state)
 {
     (void)state;
@@ -727,6 +773,7 @@ int run_test_journal(void)
         cmocka_unit_test(test_torn_tail),
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_large_obsolete_files),
         cmocka_unit_test(test_snapshot_fork),
         cmocka_unit_test(test_crash_states),
         cmocka_unit_test(test_rotation_errors),

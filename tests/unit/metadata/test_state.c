@@ -554,6 +554,65 @@ static void test_replay_determinism(void **state)
     meta_state_free(&c);
 }
 
+/* Checks that partition `p` holds `n` extents of 2 records each, with max timestamp == index. */
+static void check_big_partition(struct meta_partition *p, uint32_t n)
+{
+    assert_int_equal(p->n_ext, n);
+    assert_true(p->cap_ext >= n);
+    assert_int_equal(p->hwm, 2 * (int64_t)n);
+    for (uint32_t i = 0; i < n; i += 997) {
+        assert_int_equal(p->ext[i].base_offset, 2 * (int64_t)i);
+        assert_int_equal(meta_partition_find_offset(p, 2 * (int64_t)i + 1), i);
+        assert_int_equal(meta_partition_find_timestamp(p, i), i);
+    }
+    assert_int_equal(meta_partition_find_offset(p, 2 * (int64_t)n - 1), n - 1);
+}
+
+/*
+ * Extent arrays past 256 KiB live in their own mappings and grow with mremap, by a factor that
+ * differs per partition: extents stay in order through many growths (heap to mapping, mapping
+ * to mapping), survive a snapshot round trip (which sizes the arrays anew) and keep growing
+ * after it; deleting the topic releases them (ASan checks the heap side).
+ */
+static void test_big_partitions(void **state)
+{
+    (void)state;
+    struct meta_state s;
+    meta_state_init(&s, NULL);
+    struct kp_uuid id = make_topic(&s, "big", 3);
+    struct one_commit oc;
+    const uint32_t n = 12000; /* 12,000 x 56 bytes: past the 256 KiB mapping threshold */
+    for (uint32_t i = 0; i < n; i++) {
+        for (int32_t p = 0; p < 2; p++) {
+            char key[32];
+            snprintf(key, sizeof(key), "o%u-%d", i, p);
+            assert_int_equal(commit1(&s, &oc, id, p, key, -1, -1, -1, 2, i), 0);
+        }
+    }
+    for (int32_t p = 0; p < 2; p++) {
+        check_big_partition(meta_state_partition(&s, &id, p), n);
+    }
+    uint8_t *d;
+    size_t len;
+    assert_int_equal(meta_state_serialize(&s, &d, &len), 0);
+    struct meta_state c;
+    meta_state_init(&c, NULL);
+    const char *why = NULL;
+    assert_int_equal(meta_state_deserialize(&c, d, len, &why), 0);
+    for (uint32_t i = n; i < n + 6000; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "o%u-0", i);
+        assert_int_equal(commit1(&c, &oc, id, 0, key, -1, -1, -1, 2, i), 0);
+    }
+    check_big_partition(meta_state_partition(&c, &id, 0), n + 6000);
+    check_big_partition(meta_state_partition(&c, &id, 1), n);
+    assert_int_equal(meta_state_delete_topic(&c, "big", 3, NULL), 0);
+    assert_int_equal(c.n_extents, 0);
+    free(d);
+    meta_state_free(&s);
+    meta_state_free(&c);
+}
+
 static void test_extent_size(void **state)
 {
     (void)state;
@@ -573,6 +632,7 @@ int run_test_state(void)
         cmocka_unit_test(test_lookups),
         cmocka_unit_test(test_agents_leases),
         cmocka_unit_test(test_replay_determinism),
+        cmocka_unit_test(test_big_partitions),
         cmocka_unit_test(test_extent_size),
     };
     return cmocka_run_group_tests_name("state", tests, NULL, NULL);

@@ -119,6 +119,13 @@ uint64_t meta_journal_durable_seq(struct meta_journal *j);
 uint64_t meta_journal_last_seq(const struct meta_journal *j);
 /* 0, or the negative errno of the write/fdatasync that failed (thread-safe). */
 int meta_journal_failed(struct meta_journal *j);
+/*
+ * Limits how fast a forked snapshot (meta_journal_snapshot_fork) writes its file: at most
+ * `bytes_per_s`, in 1 MiB slices each written back before the next; 0 (the default) writes as
+ * fast as the disk takes it. Loop thread; applies to snapshots forked afterwards.
+ */
+void meta_journal_set_snapshot_rate(struct meta_journal *j, uint64_t bytes_per_s);
+
 /* Bytes appended since the last snapshot started (the last rotation). */
 uint64_t meta_journal_bytes(const struct meta_journal *j);
 

@@ -23,11 +23,15 @@
 
 #include <uv.h>
 
+/* Default of snapshot.write.mbps: MiB/s a snapshot is written at most (see metadata.md). */
+#define META_SNAPSHOT_WRITE_MBPS_DEFAULT 32
+
 struct meta_server_options {
     const char *data_dir;           /* journal and snapshot directory (created if missing) */
     const char *host;               /* listen address, e.g. "127.0.0.1" */
     int port;                       /* listen port; 0 picks a free one (see meta_server_port) */
     uint64_t snapshot_bytes;        /* write a snapshot once the journal grew by this much */
+    uint64_t snapshot_write_rate;   /* bytes/s a snapshot is written at most; 0: no limit */
     size_t max_frame;               /* largest accepted request frame, bytes */
     int32_t group_initial_delay_ms; /* group.initial.rebalance.delay.ms (default 3000) */
     int64_t offsets_retention_ms;   /* offsets.retention.minutes in ms (default 7 days); 0: keep */

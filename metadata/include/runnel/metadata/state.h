@@ -189,6 +189,9 @@ struct meta_state {
 void meta_state_init(struct meta_state *s, const uint8_t *seed);
 /* Frees everything the state owns. */
 void meta_state_free(struct meta_state *s);
+/* Bytes of the extent arrays that are mappings of their own (the large ones) rather than heap
+ * blocks: what malloc's statistics do not see. */
+size_t meta_state_mapped_bytes(const struct meta_state *s);
 
 /* ---- topics ---- */
 
