@@ -10,7 +10,9 @@
  * given, else virtual-hosted on AWS), access_key, secret_key, session_token, ca_file,
  * payload_hash=unsigned|sha256 (default unsigned: chunks carry their own CRC32C),
  * multipart_threshold (bytes, default 16 MiB), part_size (default 8 MiB, at least 5 MiB on real
- * S3), part_concurrency (default 4), max_get_bytes (default 1 GiB), connect_timeout_ms.
+ * S3), part_concurrency (default 4), max_get_bytes (default 1 GiB), connect_timeout_ms,
+ * stall_timeout_ms (default 10000: an attempt that moves no byte for this long is abandoned and
+ * retried within the operation's deadline, instead of hanging until the deadline; 0: never).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -58,6 +60,7 @@ struct store__s3 {
     int part_concurrency;         /* parts in flight */
     uint64_t max_get_bytes;       /* GET body cap */
     long connect_timeout_ms;      /* per connection attempt */
+    long stall_s;                 /* abandon an attempt that moved no byte this long; 0: never */
     CURL *pool[16];               /* idle easy handles */
     int npool;                    /* count */
     struct store__s3_xfer *xfers; /* every transfer in flight */
@@ -456,6 +459,11 @@ static struct store__s3_xfer *store__s3_xfer_start(struct store__s3 *s3,
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024L);
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s3->connect_timeout_ms);
+    if (s3->stall_s > 0) {
+        /* Less than a byte a second for stall_s seconds: a stalled server or connection. */
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, s3->stall_s);
+    }
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -1334,12 +1342,14 @@ int store__s3_open(struct store *s, struct store__url *u, const struct store_con
     s3->max_get_bytes = 1u << 30;
     uint64_t conc = 4;
     uint64_t cto = 5000;
+    uint64_t stall = 10000;
     if ((rc = store__param_u64(u, "multipart_threshold", &s3->multipart_threshold, err, errlen)) <
             0 ||
         (rc = store__param_u64(u, "part_size", &s3->part_size, err, errlen)) < 0 ||
         (rc = store__param_u64(u, "part_concurrency", &conc, err, errlen)) < 0 ||
         (rc = store__param_u64(u, "max_get_bytes", &s3->max_get_bytes, err, errlen)) < 0 ||
-        (rc = store__param_u64(u, "connect_timeout_ms", &cto, err, errlen)) < 0) {
+        (rc = store__param_u64(u, "connect_timeout_ms", &cto, err, errlen)) < 0 ||
+        (rc = store__param_u64(u, "stall_timeout_ms", &stall, err, errlen)) < 0) {
         goto out_free;
     }
     if (s3->part_size < 1024 || conc < 1 || conc > 8 || s3->max_get_bytes > (1ull << 40)) {
@@ -1349,6 +1359,7 @@ int store__s3_open(struct store *s, struct store__url *u, const struct store_con
     }
     s3->part_concurrency = (int)conc;
     s3->connect_timeout_ms = (long)cto;
+    s3->stall_s = stall == 0 ? 0 : (long)((stall + 999) / 1000); /* libcurl counts seconds */
     if ((rc = store__params_check(u, err, errlen)) < 0) {
         goto out_free;
     }

@@ -7,9 +7,13 @@
  */
 #include "test_util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "s3_int.h"
 #include "store_test_util.h"
@@ -253,6 +257,41 @@ static void test_s3_refused(void **state)
     assert_int_equal(tstore_close_loop(&loop, s), 0);
 }
 
+/* A server that takes connections and never answers: each attempt is abandoned after the stall
+ * timeout and retried, and the deadline's message names the stall. */
+static void test_s3_stalled(void **state)
+{
+    (void)state;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t salen = sizeof(sa);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 16), 0); /* connections complete in the backlog, never read */
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &salen), 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct store *s = NULL;
+    char err[256];
+    char url[200];
+    snprintf(url, sizeof(url),
+             "s3://bucket?endpoint=http://127.0.0.1:%d&retry_base_ms=10&stall_timeout_ms=1000",
+             ntohs(sa.sin_port));
+    struct store_config cfg = {.access_key = "k", .secret_key = "s", .retries = -1};
+    assert_int_equal(store_open(&loop, url, &cfg, &s, err, sizeof(err)), 0);
+    struct store_req r = {0};
+    struct tstore_wait w = {0};
+    r.data = &w;
+    r.timeout_ms = 3500;
+    assert_int_equal(store_get(s, &r, "k", 0, 0, tstore_cb), 0);
+    assert_int_equal(tstore_wait(&loop, &r), -ETIMEDOUT);
+    assert_true(r.attempts >= 2);
+    assert_non_null(strstr(r.msg, "deadline of 3500 ms exceeded"));
+    assert_non_null(strstr(r.msg, "too slow"));
+    assert_int_equal(tstore_close_loop(&loop, s), 0);
+    close(lfd);
+}
+
 int run_test_s3(void)
 {
     const struct CMUnitTest tests[] = {
@@ -260,7 +299,7 @@ int run_test_s3(void)
         cmocka_unit_test(test_sigv4_queries),    cmocka_unit_test(test_sigv4_rejects_bad_date),
         cmocka_unit_test(test_uri_encode),       cmocka_unit_test(test_xml),
         cmocka_unit_test(test_classify),         cmocka_unit_test(test_s3_url_errors),
-        cmocka_unit_test(test_s3_refused),
+        cmocka_unit_test(test_s3_refused),       cmocka_unit_test(test_s3_stalled),
     };
     return cmocka_run_group_tests_name("s3", tests, NULL, NULL);
 }
