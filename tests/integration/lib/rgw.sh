@@ -110,6 +110,12 @@ rgw data = $dir/rgw
 rgw dns name = localhost
 rgw enable usage log = false
 rgw thread pool size = 64
+# Overwritten and deleted objects' data is collected within seconds, not after RGW's default two
+# hours: benchmarks overwrite the same keys hundreds of times and would fill the memstore OSD,
+# after which writes wait forever.
+rgw gc obj min wait = 2
+rgw gc processor period = 2
+rgw gc processor max time = 2
 CONF
     mkdir -p "$dir/run" "$dir/log" "$dir/mon" "$dir/osd" "$dir/rgw"
     local conf="-c $dir/ceph.conf"
