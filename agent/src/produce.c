@@ -5,11 +5,12 @@
  * agent__validate()); every good batch is appended to the agent's one open object, grouped by
  * partition, and the request is parked on that object. The object is sealed when it is
  * flush.interval.ms old or holds flush.bytes (sealing compresses and checksums on libuv's worker
- * pool), then PUT under a fresh key that is never reused, then committed to the metadata service,
- * which checks idempotent-producer sequences and assigns offsets. Commits are issued strictly in
- * seal order, whatever order the PUTs finish in, so a producer's batches keep their order across
- * flushes. Parked requests are answered only from the commit's response: nothing is acknowledged
- * before the object is durable in the store and its commit durable in the metadata service.
+ * pool, small ones on the loop), then PUT under a fresh key that is never reused, then committed to
+ * the metadata service, which checks idempotent-producer sequences and assigns offsets. Commits are
+ * issued strictly in seal order, whatever order the PUTs finish in, so a producer's batches keep
+ * their order across flushes. Parked requests are answered only from the commit's response: nothing
+ * is acknowledged before the object is durable in the store and its commit durable in the metadata
+ * service.
  *
  * Failures (see docs/agent-write-path.md): a failed seal or PUT answers KAFKA_STORAGE_ERROR
  * (retriable, nothing was written); a commit whose outcome is unknown (the metadata connection
@@ -40,6 +41,7 @@
 #define AGENT__TS_AFTER_MAX_MS 3600000LL    /* message.timestamp.after.max.ms (Kafka 4 default) */
 #define AGENT__VALIDATE_MAX_RAW (64u << 20) /* decompression cap for record validation, bytes */
 #define AGENT__SLOW_PRODUCE_MS 10000        /* answers later than this are logged (warn) */
+#define AGENT__INLINE_SEAL (256u << 10)     /* objects up to this size are sealed on the loop */
 
 enum agent__pobj_state {
     AGENT__POBJ_OPEN,       /* taking batches */
@@ -546,8 +548,15 @@ static void agent__seal_cb(struct store_obj_seal_req *sr)
     }
 }
 
-/* Seals the open object (if it holds anything) on the worker pool. */
-static void agent__seal_open(struct agent_produce *p)
+/*
+ * Seals the open object (if it holds anything) on the worker pool, or, when `inline_ok` and it
+ * holds at most AGENT__INLINE_SEAL bytes, right here on the loop: compressing a small object takes
+ * well under a millisecond, less than the round trip to a worker costs when the cores are busy
+ * (the produce latency's p99). Only the flush timer passes inline_ok: the seal callback may
+ * answer requests, which must not happen inside the handler of the request that filled the
+ * object.
+ */
+static void agent__seal_open(struct agent_produce *p, bool inline_ok)
 {
     struct agent__pobj *o = p->open;
     if (o == NULL) {
@@ -569,6 +578,12 @@ static void agent__seal_open(struct agent_produce *p)
            o->n_parts);
     o->seal.data = o;
     o->t_seal = uv_now(p->a->loop);
+    if (inline_ok && o->bytes <= AGENT__INLINE_SEAL) {
+        o->seal.b = o->b;
+        o->seal.err = store_obj_seal(o->b, &o->seal.out, &o->seal.out_len, &o->seal.footer);
+        agent__seal_cb(&o->seal);
+        return;
+    }
     int rc = store_obj_seal_async(p->a->loop, &o->seal, o->b, agent__seal_cb);
     if (rc != 0) {
         rn_log(RN_LOG_ERROR, "object_seal_failed", "key=%s rc=%d", o->key, rc);
@@ -581,7 +596,7 @@ static void agent__seal_open(struct agent_produce *p)
 static void agent__timer_cb(uv_timer_t *t)
 {
     struct agent_produce *p = t->data;
-    agent__seal_open(p);
+    agent__seal_open(p, true);
 }
 
 /* ---- validation ---- */
@@ -842,7 +857,7 @@ static void agent__produce_run(struct agent__pctx *ctx, int status, struct agent
     }
     if (p->open != NULL) {
         if (p->open->bytes >= (size_t)a->cfg.flush_bytes || p->drain_done != NULL) {
-            agent__seal_open(p);
+            agent__seal_open(p, false);
         } else if (!uv_is_active((uv_handle_t *)&p->timer)) {
             uint64_t age = uv_now(a->loop) - p->open->opened_loop_ms;
             uint64_t ival = (uint64_t)a->cfg.flush_interval_ms;
@@ -1007,7 +1022,7 @@ void agent_produce_drain(struct agent *a, void (*done)(struct agent *a))
         return;
     }
     p->drain_done = done;
-    agent__seal_open(p);
+    agent__seal_open(p, false);
     agent__check_drained(p);
 }
 
