@@ -346,8 +346,7 @@ int agent_run(struct agent *a)
         rc = -EINVAL;
         goto out_fail;
     }
-    if (a->adv_host[0] == '\0' || strcmp(a->adv_host, "0.0.0.0") == 0 ||
-        strcmp(a->adv_host, "::") == 0) {
+    if (rn_host_is_wildcard(a->adv_host)) {
         /* Clients cannot connect to a wildcard address; name this host instead. */
         if (gethostname(a->adv_host, sizeof(a->adv_host)) != 0) {
             snprintf(a->adv_host, sizeof(a->adv_host), "127.0.0.1");
@@ -396,9 +395,7 @@ int agent_run(struct agent *a)
         int mport = 0;
         if (rn_obs_port() > 0 &&
             rn_parse_hostport(a->cfg.http_listen, mhost, sizeof(mhost), &mport) == 0) {
-            bool wild =
-                mhost[0] == '\0' || strcmp(mhost, "0.0.0.0") == 0 || strcmp(mhost, "::") == 0;
-            const char *h = wild ? a->adv_host : mhost;
+            const char *h = rn_host_is_wildcard(mhost) ? a->adv_host : mhost;
             bool v6 = strchr(h, ':') != NULL;
             printf("Metrics: curl http://%s%s%s:%d/metrics (also /healthz, /readyz)\n",
                    v6 ? "[" : "", h, v6 ? "]" : "", rn_obs_port());

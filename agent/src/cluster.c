@@ -265,8 +265,7 @@ static int agent__lb_peers_init(struct agent *a)
         }
         return 0;
     }
-    if (c->peer_host[0] == '\0' || strcmp(c->peer_host, "0.0.0.0") == 0 ||
-        strcmp(c->peer_host, "::") == 0) {
+    if (rn_host_is_wildcard(c->peer_host)) {
         if (explicit_addr) {
             rn_log(RN_LOG_ERROR, "bad_setting",
                    "setting=cluster.peer.address value=\"%s\" hint=\"not a wildcard\"", addr);

@@ -315,6 +315,11 @@ void rn_config_free(const struct rn_command_spec *spec)
     }
 }
 
+bool rn_host_is_wildcard(const char *host)
+{
+    return host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
 int rn_parse_hostport(const char *s, char *host, size_t host_len, int *port)
 {
     const char *colon;

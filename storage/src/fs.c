@@ -53,13 +53,13 @@ struct store__fs_fd {
 };
 
 struct store__fs {
-    char *root;              /* absolute directory, no trailing '/' */
-    uint64_t max_get_bytes;  /* largest GET body */
-    bool nosync;             /* skip fsync (tests and benchmarks only) */
-    uint64_t seq;            /* temp file counter */
-    uint64_t inline_max;     /* largest GET body read on the loop thread */
-    bool nowait_unsupported; /* the kernel refused RWF_NOWAIT: no more inline reads */
-    bool cached_open;        /* open uncached keys on the loop with RESOLVE_CACHED (cached_open=) */
+    char *root;                /* absolute directory, no trailing '/' */
+    uint64_t max_get_bytes;    /* largest GET body */
+    bool nosync;               /* skip fsync (tests and benchmarks only) */
+    uint64_t seq;              /* temp file counter */
+    uint64_t inline_max;       /* largest GET body read on the loop thread */
+    bool nowait_unsupported;   /* the kernel refused RWF_NOWAIT: no more inline reads */
+    bool cached_open;          /* open on the loop with RESOLVE_CACHED (cached_open=) */
     struct store__fs_fd *fds;  /* descriptor cache (nfds slots) */
     size_t nfds;               /* slots; 0 disables the cache and inline reads */
     uint64_t clock;            /* LRU clock */
@@ -655,8 +655,10 @@ static void store__fs_fd_forget(struct store *s, struct store__fs *fs, const cha
     }
 }
 
-/* Takes ownership of fd as key's descriptor, replacing the least recently used entry if full. */
-static void store__fs_fd_insert(struct store *s, struct store__fs *fs, const char *key, int fd)
+/* Takes ownership of fd as key's descriptor, replacing the least recently used entry if full.
+ * Returns the entry. */
+static struct store__fs_fd *store__fs_fd_insert(struct store *s, struct store__fs *fs,
+                                                const char *key, int fd)
 {
     struct store__fs_fd *e = store__fs_fd_find(fs, key);
     if (e != NULL) {
@@ -665,7 +667,7 @@ static void store__fs_fd_insert(struct store *s, struct store__fs *fs, const cha
         store__fs_fd_release(s->loop, e->fd);
         e->fd = fd;
         e->used = ++fs->clock;
-        return;
+        return e;
     }
     struct store__fs_fd *victim = &fs->fds[0];
     for (size_t i = 0; i < fs->nfds; i++) {
@@ -685,6 +687,7 @@ static void store__fs_fd_insert(struct store *s, struct store__fs *fs, const cha
     victim->fd = fd;
     victim->used = ++fs->clock;
     fs->st.cached++;
+    return victim;
 }
 
 static bool store__fs_try_inline(struct store *s, struct store__fs *fs, struct store__op *op);
@@ -797,8 +800,7 @@ static bool store__fs_try_inline(struct store *s, struct store__fs *fs, struct s
         int fd = store__fs_open_cached(fs, op->key);
         if (fd >= 0) {
             fs->st.cached_opens++;
-            store__fs_fd_insert(s, fs, op->key, fd);
-            e = store__fs_fd_find(fs, op->key);
+            e = store__fs_fd_insert(s, fs, op->key, fd);
         }
     }
     if (e == NULL) {

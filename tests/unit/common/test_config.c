@@ -100,6 +100,11 @@ static void test_hostport(void **state)
     assert_int_equal(rn_parse_hostport("[::1]:80", host, sizeof(host), &port), 0);
     assert_string_equal(host, "::1");
     assert_int_equal(rn_parse_hostport(":9", host, sizeof(host), &port), 0);
+    assert_true(rn_host_is_wildcard(host));
+    assert_true(rn_host_is_wildcard("0.0.0.0"));
+    assert_true(rn_host_is_wildcard("::"));
+    assert_false(rn_host_is_wildcard("127.0.0.1"));
+    assert_false(rn_host_is_wildcard("::1"));
     assert_string_equal(host, "");
     assert_int_equal(rn_parse_hostport("nohost", host, sizeof(host), &port), -EINVAL);
     assert_int_equal(rn_parse_hostport("h:70000", host, sizeof(host), &port), -EINVAL);

@@ -61,4 +61,8 @@ void rn_config_markdown(const struct rn_command_spec *spec, FILE *out);
 /* Parses "host:port" / "[v6]:port" / ":port" (host empty means all addresses). 0 or -EINVAL. */
 int rn_parse_hostport(const char *s, char *host, size_t host_len, int *port);
 
+/* Whether a host from rn_parse_hostport() listens everywhere ("", "0.0.0.0" or "::"): no address
+ * another process could connect to. */
+bool rn_host_is_wildcard(const char *host);
+
 #endif
