@@ -1,8 +1,10 @@
 /*
  * The `runnel` command: one binary, one subcommand per process or tool. Each module that offers
  * a subcommand exposes an entry point `int <prefix>_cmd_<name>(int argc, char **argv)` (argv[0] is
- * the subcommand name) declared in its public header; this file only dispatches.
+ * the subcommand name) declared in its public header; this file only dispatches (and ignores
+ * SIGPIPE for every process).
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +37,10 @@ static void agent__usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* A write to a socket whose peer has gone must fail with EPIPE (libuv reports it on that
+     * connection), not kill the process: libuv leaves SIGPIPE at its default. A metadata
+     * service died so on SIGTERM in CI while an agent's connection was closing. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         agent__usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
