@@ -12,9 +12,18 @@
  * Memory stays bounded: at most one frame (<= max_frame_bytes) is being read per connection,
  * a connection with AGENT__MAX_PENDING unanswered requests or AGENT__MAX_WRITING unsent response
  * bytes stops being read, and produce backpressure pauses every connection.
+ *
+ * Acknowledgements: a request that waits for a flush is answered up to flush.interval.ms later,
+ * so no response carries the TCP acknowledgement of the request's bytes, and the kernel delays
+ * it. A client that leaves Nagle's algorithm on (librdkafka's default) holds its next small
+ * request until that acknowledgement comes, which added 4-6 ms to every produce at 10 MB/s. After
+ * each read that leaves requests unanswered the socket is asked for an immediate ACK
+ * (TCP_QUICKACK, Linux), one setsockopt per read.
  */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,6 +404,21 @@ static void agent__process_stage(struct agent_conn *c)
     }
 }
 
+/* Acknowledges what was read now when requests are left waiting (see the top of this file). */
+static void agent__conn_quickack(struct agent_conn *c)
+{
+#ifdef TCP_QUICKACK
+    uv_os_fd_t fd;
+    if (c->closing || c->head == NULL || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
+        return;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+#else
+    (void)c;
+#endif
+}
+
 static void agent__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct agent_conn *c = s->data;
@@ -419,11 +443,13 @@ static void agent__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             if (!c->closing) {
                 agent__process_stage(c); /* frames that followed may already be staged */
             }
+            agent__conn_quickack(c);
         }
         return;
     }
     c->stage_len += (size_t)nread;
     agent__process_stage(c);
+    agent__conn_quickack(c);
 }
 
 static void agent__conn_update_reading(struct agent_conn *c)

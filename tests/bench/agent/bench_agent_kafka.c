@@ -327,12 +327,20 @@ static int latency_run(const char *bootstrap, const char *topic, int partitions,
     double per_msg = MSG_SIZE / (rate_mbps * 1e6);
     double t0 = now_s();
     for (long i = 0; i < total; i++) {
+        /* Wait for the message's due time in rd_kafka_poll, which returns at once when a
+         * delivery report arrives (so acknowledgements are timed when they come), and sleep
+         * out the last sub-millisecond rest. Never spin: a spinning client takes a core from
+         * the broker under test on a small machine. */
         double due = t0 + (double)i * per_msg;
         double t;
         while ((t = now_s()) < due) {
-            rd_kafka_poll(rk, 0);
-            if (due - t > 0.0005) {
-                struct timespec ts = {0, 200000};
+            int ms = (int)((due - t) * 1e3);
+            if (ms >= 1) {
+                rd_kafka_poll(rk, ms);
+            } else {
+                rd_kafka_poll(rk, 0);
+                long ns = (long)((due - t) * 1e9);
+                struct timespec ts = {0, ns > 0 ? ns : 0};
                 nanosleep(&ts, NULL);
             }
         }
