@@ -619,6 +619,126 @@ static void test_rotation_errors(void **state)
     rm_dir(dir);
 }
 
+static void put_be(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    }
+}
+
+static uint64_t get_be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+static void write_parts(const char *path, const uint8_t *a, size_t alen, const uint8_t *b,
+                        size_t blen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, a, alen), (ssize_t)alen);
+    assert_int_equal(write(fd, b, blen), (ssize_t)blen);
+    close(fd);
+}
+
+/* Opens the directory into a fresh state; on success checks it equals `s` at `seq`. */
+static int open_check(const char *dir, const struct meta_state *s, uint64_t seq, char *err,
+                      size_t err_len)
+{
+    struct meta_state r;
+    meta_state_init(&r, NULL);
+    struct meta_journal *j = NULL;
+    int rc = meta_journal_open(&j, dir, &r, NULL, NULL, err, err_len);
+    if (rc == 0) {
+        assert_int_equal(meta_journal_last_seq(j), seq);
+        assert_same_state(s, &r);
+        meta_journal_close(j);
+    }
+    meta_state_free(&r);
+    return rc;
+}
+
+/*
+ * Snapshots are written zstd-compressed ("RNLSNAP3"); the uncompressed "RNLSNAP2" files of
+ * earlier versions still load; a damaged header field or a body that is not what the header
+ * says stops start-up with the file named.
+ */
+static void test_snapshot_formats(void **state)
+{
+    (void)state;
+    char dir[64];
+    char err[256];
+    char path[256];
+    make_dir(dir, sizeof(dir));
+    struct meta_state s;
+    meta_state_init(&s, NULL);
+    struct meta_journal *j = NULL;
+    assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
+    drive(&s, j, "f", 300);
+    assert_int_equal(meta_journal_snapshot(j, &s), 0);
+    uint64_t seq = meta_journal_last_seq(j);
+    wait_durable(j, seq);
+    meta_journal_close(j);
+    uint8_t *plain;
+    size_t plain_len;
+    assert_int_equal(meta_state_serialize(&s, &plain, &plain_len), 0);
+
+    snprintf(path, sizeof(path), "%s/%s", dir, gname("snapshot", 2));
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static uint8_t v3[1 << 20];
+    size_t v3_len = fread(v3, 1, sizeof(v3), f);
+    fclose(f);
+    assert_true(v3_len > 40 && v3_len < sizeof(v3));
+    assert_memory_equal(v3, "RNLSNAP3", 8);
+    assert_int_equal(get_be(v3 + 8, 8), seq);
+    assert_int_equal(get_be(v3 + 16, 8), v3_len - 40);
+    assert_int_equal(get_be(v3 + 24, 8), plain_len);
+    assert_true(v3_len - 40 < plain_len / 2); /* 300 similar commits compress well */
+    assert_int_equal(open_check(dir, &s, seq, err, sizeof(err)), 0);
+
+    /* The same state as an uncompressed "RNLSNAP2" file. */
+    uint8_t h2[32] = {0};
+    memcpy(h2, "RNLSNAP2", 8);
+    put_be(h2 + 8, seq, 8);
+    put_be(h2 + 16, plain_len, 8);
+    put_be(h2 + 24, kp_crc32c(0, plain, plain_len), 4);
+    write_parts(path, h2, sizeof(h2), plain, plain_len);
+    if (open_check(dir, &s, seq, err, sizeof(err)) != 0) {
+        fail_msg("RNLSNAP2: %s", err);
+    }
+
+    /* A damaged raw length in the header (the body's CRC alone would not see it). */
+    uint8_t h3[40];
+    memcpy(h3, v3, 40);
+    h3[31] ^= 1;
+    write_parts(path, h3, 40, v3 + 40, v3_len - 40);
+    assert_true(open_check(dir, &s, seq, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "header CRC mismatch (corrupted)"));
+
+    /* Both CRCs right, but the body is the plain state, not a zstd frame. */
+    memcpy(h3, v3, 40);
+    put_be(h3 + 16, plain_len, 8);
+    put_be(h3 + 32, kp_crc32c(0, plain, plain_len), 4);
+    put_be(h3 + 36, kp_crc32c(0, h3 + 8, 28), 4);
+    write_parts(path, h3, 40, plain, plain_len);
+    assert_true(open_check(dir, &s, seq, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "does not decompress"));
+
+    /* The written file again: it loads. */
+    write_parts(path, v3, 40, v3 + 40, v3_len - 40);
+    assert_int_equal(open_check(dir, &s, seq, err, sizeof(err)), 0);
+    free(plain);
+    meta_state_free(&s);
+    rm_dir(dir);
+}
+
 /* A directory of the layout before rotation (journal, snapshot with a u32 length) is taken
  * over as generation 0, including records the snapshot already covers. */
 static void test_legacy_layout(void **state)
@@ -778,6 +898,7 @@ int run_test_journal(void)
         cmocka_unit_test(test_crash_states),
         cmocka_unit_test(test_rotation_errors),
         cmocka_unit_test(test_legacy_layout),
+        cmocka_unit_test(test_snapshot_formats),
         cmocka_unit_test(test_rotation_fsync_failure),
         cmocka_unit_test(test_fsync_failure),
     };
