@@ -109,6 +109,7 @@ struct agent_req {
 
 struct agent_conn {
     struct agent *agent;     /* owner */
+    uint64_t id;             /* unique among this agent's connections */
     uv_tcp_t tcp;            /* the socket; the conn is freed in its close callback */
     uv_timer_t idle;         /* closes the connection after idle_timeout_ms */
     struct agent_conn *prev; /* list of live connections */
@@ -168,6 +169,7 @@ struct agent {
     uv_tcp_t listener;             /* Kafka listener */
     struct agent_conn *conns;      /* live connections */
     int64_t n_conns;               /* count of conns */
+    uint64_t next_conn_id;         /* id of the next accepted conn */
     char meta_addr[300];           /* host:port of the metadata service in use */
     char adv_host[256];            /* advertised host */
     int adv_port;                  /* advertised port */

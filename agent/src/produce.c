@@ -127,6 +127,10 @@ struct agent_produce {
     void (*drain_done)(struct agent *a); /* set while draining */
     uint64_t objects;                    /* objects committed (stats) */
     uint32_t lookups;                    /* Produce requests waiting for their topic lookup */
+    struct agent__pctx *wait_head;       /* those requests, in arrival order */
+    struct agent__pctx *wait_tail;       /* newest of them */
+    bool pumping;                        /* agent__pq_pump is running */
+    bool pump_again;                     /* ... and must scan once more */
 };
 
 static int64_t agent__wall_ms(void)
@@ -674,12 +678,24 @@ static int16_t agent__validate(struct kp_bytes rec, int16_t version, const struc
 
 /* ---- Produce ---- */
 
-/* A Produce request between the topic lookup and its answer. */
+/*
+ * A Produce request between the topic lookup and its answer. Requests of one connection are
+ * appended in the order they arrived, as a Kafka broker (which reads a connection's next request
+ * only after answering the last) does: an idempotent producer's batches would otherwise reach the
+ * metadata service out of sequence. A request's topic lookup is therefore asked only when no
+ * earlier request of its connection is still waiting for its own; a lookup the cache answers
+ * completes at once, so the queue is empty but for cache misses.
+ */
 struct agent__pctx {
     struct agent *a;                  /* the agent */
     struct agent_req *req;            /* the request */
     struct kp_produce_response *resp; /* answer being built (arena) */
     bool any_error;                   /* some partition failed validation */
+    bool started;                     /* its lookup was asked */
+    uint64_t conn_id;                 /* connection it came on */
+    struct kp_str *names;             /* topic names to look up (arena) */
+    size_t n_names;                   /* count */
+    struct agent__pctx *next;         /* agent_produce.wait_head list */
 };
 
 static void agent__produce_answer_now(struct agent_req *req, struct kp_produce_response *resp,
@@ -868,6 +884,68 @@ static void agent__produce_run(struct agent__pctx *ctx, int status, struct agent
 }
 
 static void agent__produce_topics_cb(void *arg, int status, struct agent_topic **topics,
+                                     const int16_t *errors, size_t n);
+
+/* Takes `ctx` off the waiting list. */
+static void agent__pq_unlink(struct agent_produce *p, struct agent__pctx *ctx)
+{
+    struct agent__pctx **at = &p->wait_head;
+    struct agent__pctx *prev = NULL;
+    while (*at != NULL && *at != ctx) {
+        prev = *at;
+        at = &(*at)->next;
+    }
+    if (*at == NULL) {
+        return;
+    }
+    *at = ctx->next;
+    if (p->wait_tail == ctx) {
+        p->wait_tail = prev;
+    }
+    ctx->next = NULL;
+}
+
+/*
+ * Asks the lookups of waiting requests that are now the oldest of their connection. A lookup
+ * the cache answers runs its callback (and appends) inside agent_topics_get; that callback only
+ * unlinks its own request and asks for another scan, so this never recurses.
+ */
+static void agent__pq_pump(struct agent_produce *p)
+{
+    if (p->pumping) {
+        p->pump_again = true;
+        return;
+    }
+    p->pumping = true;
+    do {
+        p->pump_again = false;
+        uint64_t seen[16];
+        size_t n_seen = 0;
+        bool overflow = false;
+        for (struct agent__pctx *ctx = p->wait_head, *next; ctx != NULL; ctx = next) {
+            next = ctx->next;
+            bool first = !overflow;
+            for (size_t i = 0; first && i < n_seen; i++) {
+                first = seen[i] != ctx->conn_id;
+            }
+            if (first && n_seen < sizeof(seen) / sizeof(seen[0])) {
+                seen[n_seen++] = ctx->conn_id;
+            } else if (first) {
+                overflow = true; /* too many connections waiting: start the rest next scan */
+                first = false;
+                p->pump_again = true;
+            }
+            if (first && !ctx->started) {
+                ctx->started = true;
+                agent_topics_get(ctx->a, ctx->names, ctx->n_names, false, agent__produce_topics_cb,
+                                 ctx);
+            }
+        }
+    } while (p->pump_again && p->wait_head != NULL);
+    p->pumping = false;
+}
+
+static void agent__produce_topics_cb(void *arg, int status, struct agent_topic **topics,
                                      const int16_t *errors, size_t n)
 {
     (void)errors;
@@ -879,10 +957,14 @@ static void agent__produce_topics_cb(void *arg, int status, struct agent_topic *
         agent__produce_answer_now(ctx->req, ctx->resp, true);
         return;
     }
+    agent__pq_unlink(p, ctx);
     /* The lookup still counts while the request is appended, so a drain cannot finish (and
      * free the write path) under it. */
-    agent__produce_run(ctx, status, topics, n);
+    agent__produce_run(ctx, status, topics, n); /* may free ctx with its request */
     p->lookups--;
+    if (p->wait_head != NULL) {
+        agent__pq_pump(p);
+    }
     agent__check_drained(p);
 }
 
@@ -948,8 +1030,18 @@ void agent_handle_produce(struct agent_req *req)
     ctx->a = a;
     ctx->req = req;
     ctx->resp = resp;
-    a->produce->lookups++;
-    agent_topics_get(a, names, (size_t)nt, false, agent__produce_topics_cb, ctx);
+    ctx->conn_id = req->conn->id;
+    ctx->names = names;
+    ctx->n_names = (size_t)nt;
+    struct agent_produce *p = a->produce;
+    p->lookups++;
+    if (p->wait_tail != NULL) {
+        p->wait_tail->next = ctx;
+    } else {
+        p->wait_head = ctx;
+    }
+    p->wait_tail = ctx;
+    agent__pq_pump(p);
 }
 
 /* ---- InitProducerId ---- */
@@ -1042,6 +1134,17 @@ void agent_produce_free(struct agent *a)
         return;
     }
     a->produce = NULL;
+    /* Requests whose lookup was never asked (only after a failed drain): answered here. Those
+     * whose lookup runs are answered by its callback. */
+    while (p->wait_head != NULL) {
+        struct agent__pctx *ctx = p->wait_head;
+        p->wait_head = ctx->next;
+        if (!ctx->started) {
+            agent__set_all(ctx->resp, KP_ERROR_NOT_LEADER_OR_FOLLOWER);
+            agent__produce_answer_now(ctx->req, ctx->resp, true);
+        }
+    }
+    p->wait_tail = NULL;
     if (p->open != NULL) {
         agent__pobj_fail_all(p->open, KP_ERROR_KAFKA_STORAGE_ERROR);
         agent__pobj_finish(p->open);

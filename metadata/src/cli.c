@@ -35,8 +35,8 @@ static const struct rn_setting meta__cli_settings[] = {
      "write a snapshot and truncate the journal after it grew this much", &meta__cli_snapshot_bytes,
      1024, INT64_MAX},
     {"snapshot.write.mbps", RN_SETTING_INT, "32",
-     "MiB/s a snapshot is written at most, in 1 MiB slices, so that it leaves the disk to the "
-     "journal's fdatasync; 0: no limit",
+     "MiB/s of compressed snapshot written at most, in 1 MiB slices, so that it leaves the disk "
+     "to the journal's fdatasync; 0: no limit",
      &meta__cli_snapshot_mbps, 0, 1048576},
     {"log.level", RN_SETTING_STRING, "info", "error, warn, info or debug", &meta__cli_log_level, 0,
      0},

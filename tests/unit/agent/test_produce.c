@@ -563,6 +563,76 @@ static void test_produce_seal_order(void **state)
     stop(&e);
 }
 
+/*
+ * A connection's Produce requests are appended in the order they came, also when an earlier one
+ * waits for a topic lookup (a topic the agent has not seen) and a later one finds its topic in
+ * the cache. Before, the later request was appended first: it got the lower offset, and an
+ * idempotent producer's next batch reached the metadata service out of sequence.
+ */
+static void test_produce_conn_order(void **state)
+{
+    (void)state;
+    struct agent_env e;
+    start(&e, "mem://", 256 << 20);
+    create_topic(&e, "t", 1, NULL, NULL);
+    create_topic(&e, "u", 1, NULL, NULL); /* created behind the agent's back: not cached */
+    int64_t ts = now_ms();
+    size_t l0 = 0;
+    uint8_t *b0 = batch(0, "warm", 1, ts, -1, -1, -1, &l0);
+    struct part_in warm[1] = {{0, b0, l0}};
+    produce(&e, 7, -1, 10, "t", warm, 1); /* puts "t" in the cache */
+    assert_int_equal(answer(&e, 7, 10, 1)[0].base_offset, 0);
+
+    /* A: "u" (a lookup) and "t"; B right behind it: "t" alone (cached). */
+    size_t la = 0;
+    size_t lu = 0;
+    size_t lb = 0;
+    uint8_t *ba = batch(0, "A", 1, ts, -1, -1, -1, &la);
+    uint8_t *bu = batch(0, "U", 1, ts, -1, -1, -1, &lu);
+    uint8_t *bb = batch(0, "B", 1, ts, -1, -1, -1, &lb);
+    struct kp_produce_request_partition_produce_data pd[2];
+    struct kp_produce_request_topic_produce_data td[2];
+    const char *names[2] = {"u", "t"};
+    const uint8_t *recs[2] = {bu, ba};
+    size_t lens[2] = {lu, la};
+    for (int i = 0; i < 2; i++) {
+        kp_produce_request_partition_produce_data_init(&pd[i]);
+        pd[i].index = 0;
+        pd[i].records = (struct kp_bytes){recs[i], (int32_t)lens[i]};
+        kp_produce_request_topic_produce_data_init(&td[i]);
+        td[i].name = kp_str_from(names[i]);
+        td[i].partition_data = &pd[i];
+        td[i].partition_data_count = 1;
+    }
+    struct kp_produce_request rq;
+    kp_produce_request_init(&rq);
+    rq.acks = -1;
+    rq.timeout_ms = 30000;
+    rq.topic_data = td;
+    rq.topic_data_count = 2;
+    send_req(&e, 0, 7, 11, &rq);
+    struct part_in pb[1] = {{0, bb, lb}};
+    produce(&e, 7, -1, 12, "t", pb, 1);
+
+    struct kp_produce_response *ra = kp_arena_calloc(&e.arena, 1, sizeof(*ra));
+    assert_int_equal(recv_resp(&e, 0, 7, ra), 11);
+    assert_int_equal(ra->responses_count, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ra->responses[i].partition_responses[0].error_code, 0);
+    }
+    assert_true(kp_str_eq_cstr(ra->responses[1].name, "t"));
+    assert_int_equal(ra->responses[1].partition_responses[0].base_offset, 1);
+    assert_int_equal(ra->responses[0].partition_responses[0].base_offset, 0); /* "u" */
+    const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 12, 1);
+    assert_int_equal(p[0].error_code, 0);
+    assert_int_equal(p[0].base_offset, 2);
+    free(b0);
+    free(ba);
+    free(bu);
+    free(bb);
+    stop(&e);
+}
+
 /* SIGTERM's drain seals the open object at once (long before the flush interval) and finishes
  * only after the parked request was answered with its offset. */
 static void test_produce_drain(void **state)
@@ -599,7 +669,7 @@ int run_test_produce(void)
         cmocka_unit_test(test_produce_acks0),           cmocka_unit_test(test_produce_idempotent),
         cmocka_unit_test(test_produce_log_append_time), cmocka_unit_test(test_produce_put_failure),
         cmocka_unit_test(test_produce_backpressure),    cmocka_unit_test(test_produce_seal_order),
-        cmocka_unit_test(test_produce_drain),
+        cmocka_unit_test(test_produce_drain),           cmocka_unit_test(test_produce_conn_order),
     };
     return cmocka_run_group_tests_name("produce", tests, NULL, NULL);
 }
