@@ -22,6 +22,7 @@ static char *meta__cli_log_level;
 static char *meta__cli_log_format;
 static char *meta__cli_http_listen;
 static int64_t meta__cli_snapshot_bytes;
+static int64_t meta__cli_snapshot_state_pct;
 static int64_t meta__cli_snapshot_mbps;
 static int64_t meta__cli_group_delay_ms;
 static int64_t meta__cli_offsets_retention_min;
@@ -34,6 +35,11 @@ static const struct rn_setting meta__cli_settings[] = {
     {"snapshot.bytes", RN_SETTING_INT, "256m",
      "write a snapshot and truncate the journal after it grew this much", &meta__cli_snapshot_bytes,
      1024, INT64_MAX},
+    {"snapshot.state.percent", RN_SETTING_INT, "100",
+     "wait also until the journal grew by this percentage of the state's uncompressed snapshot "
+     "(44 bytes per extent), so snapshots of a large state come less often; 0: snapshot.bytes "
+     "alone",
+     &meta__cli_snapshot_state_pct, 0, 10000},
     {"snapshot.write.mbps", RN_SETTING_INT, "32",
      "MiB/s of compressed snapshot written at most, in 1 MiB slices, so that it leaves the disk "
      "to the journal's fdatasync; 0: no limit",
@@ -125,6 +131,7 @@ int meta_cmd_metadata(int argc, char **argv)
     o.host = host;
     o.data_dir = meta__cli_data_dir;
     o.snapshot_bytes = (uint64_t)meta__cli_snapshot_bytes;
+    o.snapshot_state_pct = (uint32_t)meta__cli_snapshot_state_pct;
     o.snapshot_write_rate = (uint64_t)meta__cli_snapshot_mbps << 20;
     o.group_initial_delay_ms = (int32_t)meta__cli_group_delay_ms;
     o.offsets_retention_ms = meta__cli_offsets_retention_min * 60000;

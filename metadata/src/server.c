@@ -27,6 +27,7 @@ void meta_server_options_default(struct meta_server_options *o)
     o->host = "127.0.0.1";
     o->port = 9093;
     o->snapshot_bytes = 256u << 20;
+    o->snapshot_state_pct = 100;
     o->snapshot_write_rate = (uint64_t)META_SNAPSHOT_WRITE_MBPS_DEFAULT << 20;
     o->max_frame = 64u << 20;
     o->group_initial_delay_ms = 3000;
@@ -430,6 +431,19 @@ static void meta__on_connection(uv_stream_t *server, int status)
 
 static void meta__on_snap_timer(uv_timer_t *t);
 
+/*
+ * A snapshot costs in proportion to the state (the fork's page tables, the copy-on-write pages,
+ * the child's serialising); tying the interval to the state's size keeps that cost per journal
+ * byte bounded as the state grows, and start-up (load the snapshot, replay the journal) at most
+ * about twice a snapshot's load at 100 %.
+ */
+uint64_t meta_snapshot_due_bytes(uint64_t n_extents, const struct meta_server_options *o)
+{
+    uint64_t raw = n_extents * (uint64_t)META_SNAPSHOT_EXTENT_BYTES;
+    uint64_t rel = raw / 100 * o->snapshot_state_pct;
+    return rel > o->snapshot_bytes ? rel : o->snapshot_bytes;
+}
+
 static void meta__on_durable(uv_async_t *a)
 {
     struct meta_server *srv = a->data;
@@ -452,7 +466,8 @@ static void meta__on_durable(uv_async_t *a)
     }
     meta__groups_flush(srv);
     if (!srv->failed && srv->opt.snapshot_bytes > 0 && srv->snap_pid == 0 &&
-        meta_journal_bytes(srv->journal) >= srv->opt.snapshot_bytes) {
+        meta_journal_bytes(srv->journal) >=
+            meta_snapshot_due_bytes(srv->state.n_extents, &srv->opt)) {
         uint64_t t0 = meta__mono_ns();
         pid_t pid = meta_journal_snapshot_fork(srv->journal, &srv->state);
         meta__obs_snapshot_forked(meta__mono_ns() - t0, pid > 0);

@@ -12,7 +12,8 @@
  * snapshot's fork pause (meta_snapshot_started ... fork_ms=).
  *
  * With --snapshot-bytes N as well, the server snapshots at its usual rule instead (N bytes of
- * journal since the last snapshot; the service's default is 256 MiB): the paced runs then show the
+ * journal since the last snapshot, the service's default being 256 MiB, or as many as the state's
+ * uncompressed snapshot if that is more; snapshot.state.percent): the paced runs then show the
  * latency at the target rate over a state of EXTENTS extents with the snapshots that rate
  * triggers (at 1,000 partitions per commit, one every few tens of seconds; use long runs).
  *
@@ -69,6 +70,9 @@ static void server_child(const char *dir, int port, uint64_t snapshot_bytes)
     o.port = port;
     if (snapshot_bytes > 0) {
         o.snapshot_bytes = snapshot_bytes;
+    }
+    if (snapshot_bytes == 1) {
+        o.snapshot_state_pct = 0; /* back to back, whatever the state's size */
     }
     if (g_snapshot_mbps >= 0) {
         o.snapshot_write_rate = (uint64_t)g_snapshot_mbps << 20;

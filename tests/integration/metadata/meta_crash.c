@@ -101,12 +101,13 @@ static void spawn(void)
     }
     if (g_pid == 0 && g_under_fiu) {
         execlp("fiu-run", "fiu-run", "-x", g_bin, "metadata", "--data-dir", g_dir, "--listen",
-               listen, "--log-level", "warn", "--snapshot-bytes", "256k", (char *)NULL);
+               listen, "--log-level", "warn", "--snapshot-bytes", "256k",
+               "--snapshot-state-percent", "0", (char *)NULL);
         _exit(127);
     }
     if (g_pid == 0) {
         execl(g_bin, g_bin, "metadata", "--data-dir", g_dir, "--listen", listen, "--log-level",
-              "warn", "--snapshot-bytes", "256k", (char *)NULL);
+              "warn", "--snapshot-bytes", "256k", "--snapshot-state-percent", "0", (char *)NULL);
         _exit(127);
     }
     if (g_pid < 0) {

@@ -502,6 +502,7 @@ def scenario_backpressure(runnel, tmp):
     os.makedirs(objects)
     meta = subprocess.Popen([runnel, "metadata", "--data.dir", os.path.join(tmp, "meta-bp"),
                              "--listen", "127.0.0.1:%d" % mport, "--snapshot.bytes", "1k",
+                             "--snapshot.state.percent", "0",
                              "--http.listen", "127.0.0.1:%d" % mhttp], stdout=mlog, stderr=mlog)
     agent = None
     try:

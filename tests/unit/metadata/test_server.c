@@ -221,6 +221,25 @@ static void on_lease(void *arg, int status, const void *resp)
     e->done++;
 }
 
+/* The snapshot interval: snapshot.bytes for a small state, a share of the state when larger. */
+static void test_snapshot_due(void **state)
+{
+    (void)state;
+    struct meta_server_options o;
+    meta_server_options_default(&o);
+    assert_int_equal(o.snapshot_state_pct, 100);
+    assert_int_equal(meta_snapshot_due_bytes(0, &o), 256u << 20);
+    assert_int_equal(meta_snapshot_due_bytes(1000000, &o), 256u << 20); /* 44 MB of state */
+    assert_int_equal(meta_snapshot_due_bytes(10000000, &o), 440000000u);
+    o.snapshot_state_pct = 50;
+    assert_int_equal(meta_snapshot_due_bytes(10000000, &o), 256u << 20);
+    assert_int_equal(meta_snapshot_due_bytes(20000000, &o), 440000000u);
+    o.snapshot_state_pct = 0;
+    assert_int_equal(meta_snapshot_due_bytes(20000000, &o), 256u << 20);
+    o.snapshot_bytes = 1;
+    assert_int_equal(meta_snapshot_due_bytes(20000000, &o), 1);
+}
+
 static void test_server_roundtrip(void **state)
 {
     (void)state;
@@ -513,6 +532,7 @@ static void test_server_bad_input(void **state)
 int run_test_server(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_snapshot_due),
         cmocka_unit_test(test_server_roundtrip),
         cmocka_unit_test(test_server_bad_input),
         cmocka_unit_test(test_server_fsync_failure),

@@ -26,11 +26,15 @@
 /* Default of snapshot.write.mbps: MiB/s a snapshot is written at most (see metadata.md). */
 #define META_SNAPSHOT_WRITE_MBPS_DEFAULT 32
 
+/* Uncompressed snapshot bytes per extent, as snapshot.state.percent estimates a state's size. */
+#define META_SNAPSHOT_EXTENT_BYTES 44
+
 struct meta_server_options {
     const char *data_dir;           /* journal and snapshot directory (created if missing) */
     const char *host;               /* listen address, e.g. "127.0.0.1" */
     int port;                       /* listen port; 0 picks a free one (see meta_server_port) */
     uint64_t snapshot_bytes;        /* write a snapshot once the journal grew by this much */
+    uint32_t snapshot_state_pct;    /* ... and by this % of the state's raw size (0: ignore) */
     uint64_t snapshot_write_rate;   /* bytes/s a snapshot is written at most; 0: no limit */
     size_t max_frame;               /* largest accepted request frame, bytes */
     int32_t group_initial_delay_ms; /* group.initial.rebalance.delay.ms (default 3000) */
@@ -38,6 +42,11 @@ struct meta_server_options {
 };
 
 struct meta_server;
+
+/* Journal bytes since the last snapshot after which the next one is due, for a state of
+ * `n_extents`: snapshot_bytes, or snapshot_state_pct % of the state's uncompressed snapshot
+ * (META_SNAPSHOT_EXTENT_BYTES per extent) if that is more. */
+uint64_t meta_snapshot_due_bytes(uint64_t n_extents, const struct meta_server_options *o);
 
 /* Default options (port 9093, 256 MiB snapshots, 64 MiB frames, 3 s initial group delay). */
 void meta_server_options_default(struct meta_server_options *o);
