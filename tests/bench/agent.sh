@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Agent benchmark: starts `runnel dev` on a free 127.0.0.1 port with a temporary data directory,
 # runs bench_agent_kafka against it and, in the same run, against librdkafka's mock cluster, and
-# prints throughput, paced produce latency, the Runnel/mock ratios and runnel dev's resident memory
-# at idle and after the run (docs/benchmarks.md).
+# prints throughput, paced produce latency, the Runnel/mock ratios, runnel dev's resident memory
+# at idle and after the run, and the disk's durable-chain floor right after it (docs/benchmarks.md).
 #
 #   tests/bench/agent.sh [BUILD_DIR] [bench args...]     e.g. tests/bench/agent.sh build/release --rounds 5
 #   tests/bench/agent.sh --mock-only [BUILD_DIR]         only the mock peer (no runnel needed)
@@ -75,5 +75,14 @@ echo "agent.sh: runnel dev resident memory at idle: $(rss)"
 "$bench" --bootstrap "127.0.0.1:$port" "$@"
 status=$?
 echo "agent.sh: runnel dev resident memory after the run: $(rss)"
+# The disk's floor under produce latency right after the run, in the same directory: the bare
+# durable chain (object + fdatasync + link + directory fsync, then a journal append + fdatasync)
+# for 250 objects at one per 20 ms. The latency's p99 can be no lower than the flush interval
+# plus this chain's p99 (docs/benchmarks.md).
+if cmake --build "$build" --target bench_storage_durable -j2 >/dev/null 2>&1; then
+    mkdir -p "$data/floor"
+    "$build/tests/bench_storage_durable" "$data/floor" 250 | grep -E "^  (chain|object)" |
+        sed 's/^/agent.sh: disk floor after the run: /'
+fi
 [ $status -eq 0 ] && rm -f "$log"
 exit $status
