@@ -107,26 +107,28 @@ struct agent_req {
     uint64_t started_ns;          /* uv_hrtime() at dispatch, for the latency metric (obs.c) */
 };
 
+struct agent__pctx; /* produce.c */
+
 struct agent_conn {
     struct agent *agent;     /* owner */
-    uint64_t id;             /* unique among this agent's connections */
     uv_tcp_t tcp;            /* the socket; the conn is freed in its close callback */
     uv_timer_t idle;         /* closes the connection after idle_timeout_ms */
     struct agent_conn *prev; /* list of live connections */
     struct agent_conn *next;
-    uint8_t *stage;         /* small-read staging buffer */
-    size_t stage_len;       /* bytes held in stage */
-    size_t stage_cap;       /* bytes */
-    uint8_t *big;           /* frame being read directly into its own buffer, or NULL */
-    size_t big_len;         /* bytes of big filled so far */
-    size_t big_need;        /* bytes big will hold */
-    struct agent_req *head; /* oldest request awaiting its response */
-    struct agent_req *tail; /* newest request */
-    int pending;            /* requests not yet answered */
-    size_t writing;         /* response bytes handed to uv_write and not yet written */
-    bool reading;           /* uv_read_start is active */
-    bool closing;           /* uv_close has been called */
-    char peer[64];          /* "ip:port" of the client, for logs */
+    uint8_t *stage;                   /* small-read staging buffer */
+    size_t stage_len;                 /* bytes held in stage */
+    size_t stage_cap;                 /* bytes */
+    uint8_t *big;                     /* frame being read directly into its own buffer, or NULL */
+    size_t big_len;                   /* bytes of big filled so far */
+    size_t big_need;                  /* bytes big will hold */
+    struct agent_req *head;           /* oldest request awaiting its response */
+    struct agent_req *tail;           /* newest request */
+    int pending;                      /* requests not yet answered */
+    size_t writing;                   /* response bytes handed to uv_write and not yet written */
+    bool reading;                     /* uv_read_start is active */
+    bool closing;                     /* uv_close has been called */
+    char peer[64];                    /* "ip:port" of the client, for logs */
+    struct agent__pctx *produce_last; /* its newest Produce request waiting for a lookup */
 };
 
 /* One live agent as the metadata service reported it (direct mode). */
@@ -169,7 +171,6 @@ struct agent {
     uv_tcp_t listener;             /* Kafka listener */
     struct agent_conn *conns;      /* live connections */
     int64_t n_conns;               /* count of conns */
-    uint64_t next_conn_id;         /* id of the next accepted conn */
     char meta_addr[300];           /* host:port of the metadata service in use */
     char adv_host[256];            /* advertised host */
     int adv_port;                  /* advertised port */

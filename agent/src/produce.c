@@ -127,10 +127,10 @@ struct agent_produce {
     void (*drain_done)(struct agent *a); /* set while draining */
     uint64_t objects;                    /* objects committed (stats) */
     uint32_t lookups;                    /* Produce requests waiting for their topic lookup */
-    struct agent__pctx *wait_head;       /* those requests, in arrival order */
-    struct agent__pctx *wait_tail;       /* newest of them */
+    struct agent__pctx *waiting;         /* those requests (any order; for agent_produce_free) */
+    struct agent__pctx *ready;           /* requests whose lookup may be asked now, FIFO */
+    struct agent__pctx *ready_tail;      /* newest of them */
     bool pumping;                        /* agent__pq_pump is running */
-    bool pump_again;                     /* ... and must scan once more */
 };
 
 static int64_t agent__wall_ms(void)
@@ -682,9 +682,11 @@ static int16_t agent__validate(struct kp_bytes rec, int16_t version, const struc
  * A Produce request between the topic lookup and its answer. Requests of one connection are
  * appended in the order they arrived, as a Kafka broker (which reads a connection's next request
  * only after answering the last) does: an idempotent producer's batches would otherwise reach the
- * metadata service out of sequence. A request's topic lookup is therefore asked only when no
- * earlier request of its connection is still waiting for its own; a lookup the cache answers
- * completes at once, so the queue is empty but for cache misses.
+ * metadata service out of sequence. A request's topic lookup is therefore asked only once the
+ * previous request of its connection was appended: each connection knows its newest waiting
+ * request (agent_conn.produce_last), each waiting request the next one of its connection
+ * (next_same). A lookup the cache answers completes at once, so requests wait only behind a cache
+ * miss of their own connection; other connections go on.
  */
 struct agent__pctx {
     struct agent *a;                  /* the agent */
@@ -692,10 +694,12 @@ struct agent__pctx {
     struct kp_produce_response *resp; /* answer being built (arena) */
     bool any_error;                   /* some partition failed validation */
     bool started;                     /* its lookup was asked */
-    uint64_t conn_id;                 /* connection it came on */
     struct kp_str *names;             /* topic names to look up (arena) */
     size_t n_names;                   /* count */
-    struct agent__pctx *next;         /* agent_produce.wait_head list */
+    struct agent__pctx *next_same;    /* the next request of its connection, waiting for this */
+    struct agent__pctx *next_ready;   /* agent_produce.ready list */
+    struct agent__pctx *prev;         /* agent_produce.waiting list */
+    struct agent__pctx *next;
 };
 
 static void agent__produce_answer_now(struct agent_req *req, struct kp_produce_response *resp,
@@ -889,59 +893,50 @@ static void agent__produce_topics_cb(void *arg, int status, struct agent_topic *
 /* Takes `ctx` off the waiting list. */
 static void agent__pq_unlink(struct agent_produce *p, struct agent__pctx *ctx)
 {
-    struct agent__pctx **at = &p->wait_head;
-    struct agent__pctx *prev = NULL;
-    while (*at != NULL && *at != ctx) {
-        prev = *at;
-        at = &(*at)->next;
+    if (ctx->prev != NULL) {
+        ctx->prev->next = ctx->next;
+    } else {
+        p->waiting = ctx->next;
     }
-    if (*at == NULL) {
-        return;
+    if (ctx->next != NULL) {
+        ctx->next->prev = ctx->prev;
     }
-    *at = ctx->next;
-    if (p->wait_tail == ctx) {
-        p->wait_tail = prev;
+    ctx->prev = ctx->next = NULL;
+}
+
+/* Queues `ctx` to have its lookup asked by agent__pq_pump. */
+static void agent__pq_ready(struct agent_produce *p, struct agent__pctx *ctx)
+{
+    ctx->next_ready = NULL;
+    if (p->ready_tail != NULL) {
+        p->ready_tail->next_ready = ctx;
+    } else {
+        p->ready = ctx;
     }
-    ctx->next = NULL;
+    p->ready_tail = ctx;
 }
 
 /*
- * Asks the lookups of waiting requests that are now the oldest of their connection. A lookup
- * the cache answers runs its callback (and appends) inside agent_topics_get; that callback only
- * unlinks its own request and asks for another scan, so this never recurses.
+ * Asks the lookups of the ready requests, oldest first. A lookup the cache answers runs its
+ * callback (and appends) inside agent_topics_get, and that callback may make the connection's
+ * next request ready: it is queued here, never started from inside the callback, so this does
+ * not recurse however many requests wait.
  */
 static void agent__pq_pump(struct agent_produce *p)
 {
     if (p->pumping) {
-        p->pump_again = true;
         return;
     }
     p->pumping = true;
-    do {
-        p->pump_again = false;
-        uint64_t seen[16];
-        size_t n_seen = 0;
-        bool overflow = false;
-        for (struct agent__pctx *ctx = p->wait_head, *next; ctx != NULL; ctx = next) {
-            next = ctx->next;
-            bool first = !overflow;
-            for (size_t i = 0; first && i < n_seen; i++) {
-                first = seen[i] != ctx->conn_id;
-            }
-            if (first && n_seen < sizeof(seen) / sizeof(seen[0])) {
-                seen[n_seen++] = ctx->conn_id;
-            } else if (first) {
-                overflow = true; /* too many connections waiting: start the rest next scan */
-                first = false;
-                p->pump_again = true;
-            }
-            if (first && !ctx->started) {
-                ctx->started = true;
-                agent_topics_get(ctx->a, ctx->names, ctx->n_names, false, agent__produce_topics_cb,
-                                 ctx);
-            }
+    while (p->ready != NULL) {
+        struct agent__pctx *ctx = p->ready;
+        p->ready = ctx->next_ready;
+        if (p->ready == NULL) {
+            p->ready_tail = NULL;
         }
-    } while (p->pump_again && p->wait_head != NULL);
+        ctx->started = true;
+        agent_topics_get(ctx->a, ctx->names, ctx->n_names, false, agent__produce_topics_cb, ctx);
+    }
     p->pumping = false;
 }
 
@@ -953,16 +948,25 @@ static void agent__produce_topics_cb(void *arg, int status, struct agent_topic *
     struct agent *a = ctx->a;
     struct agent_produce *p = a->produce;
     if (p == NULL) { /* shut down while the lookup ran: nothing may be appended any more */
+        if (ctx->req->conn != NULL && ctx->req->conn->produce_last == ctx) {
+            ctx->req->conn->produce_last = NULL;
+        }
         agent__set_all(ctx->resp, KP_ERROR_NOT_LEADER_OR_FOLLOWER);
         agent__produce_answer_now(ctx->req, ctx->resp, true);
         return;
     }
     agent__pq_unlink(p, ctx);
+    struct agent__pctx *next = ctx->next_same;
+    struct agent_conn *c = ctx->req->conn; /* NULL once the connection closed */
+    if (c != NULL && c->produce_last == ctx) {
+        c->produce_last = NULL;
+    }
     /* The lookup still counts while the request is appended, so a drain cannot finish (and
      * free the write path) under it. */
     agent__produce_run(ctx, status, topics, n); /* may free ctx with its request */
     p->lookups--;
-    if (p->wait_head != NULL) {
+    if (next != NULL) {
+        agent__pq_ready(p, next);
         agent__pq_pump(p);
     }
     agent__check_drained(p);
@@ -1030,17 +1034,23 @@ void agent_handle_produce(struct agent_req *req)
     ctx->a = a;
     ctx->req = req;
     ctx->resp = resp;
-    ctx->conn_id = req->conn->id;
     ctx->names = names;
     ctx->n_names = (size_t)nt;
     struct agent_produce *p = a->produce;
     p->lookups++;
-    if (p->wait_tail != NULL) {
-        p->wait_tail->next = ctx;
-    } else {
-        p->wait_head = ctx;
+    ctx->next = p->waiting;
+    if (p->waiting != NULL) {
+        p->waiting->prev = ctx;
     }
-    p->wait_tail = ctx;
+    p->waiting = ctx;
+    struct agent_conn *c = req->conn;
+    struct agent__pctx *before = c->produce_last;
+    c->produce_last = ctx;
+    if (before != NULL) {
+        before->next_same = ctx; /* asked when `before` is appended */
+        return;
+    }
+    agent__pq_ready(p, ctx);
     agent__pq_pump(p);
 }
 
@@ -1136,15 +1146,18 @@ void agent_produce_free(struct agent *a)
     a->produce = NULL;
     /* Requests whose lookup was never asked (only after a failed drain): answered here. Those
      * whose lookup runs are answered by its callback. */
-    while (p->wait_head != NULL) {
-        struct agent__pctx *ctx = p->wait_head;
-        p->wait_head = ctx->next;
+    while (p->waiting != NULL) {
+        struct agent__pctx *ctx = p->waiting;
+        agent__pq_unlink(p, ctx);
         if (!ctx->started) {
+            if (ctx->req->conn != NULL && ctx->req->conn->produce_last == ctx) {
+                ctx->req->conn->produce_last = NULL;
+            }
             agent__set_all(ctx->resp, KP_ERROR_NOT_LEADER_OR_FOLLOWER);
             agent__produce_answer_now(ctx->req, ctx->resp, true);
         }
     }
-    p->wait_tail = NULL;
+    p->ready = p->ready_tail = NULL;
     if (p->open != NULL) {
         agent__pobj_fail_all(p->open, KP_ERROR_KAFKA_STORAGE_ERROR);
         agent__pobj_finish(p->open);

@@ -555,7 +555,6 @@ static void agent__on_connection(uv_stream_t *server, int status)
     }
     struct agent_conn *c = kp_xcalloc(1, sizeof(*c));
     c->agent = a;
-    c->id = ++a->next_conn_id;
     uv_tcp_init(a->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {

@@ -626,6 +626,30 @@ static void test_produce_conn_order(void **state)
     const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 12, 1);
     assert_int_equal(p[0].error_code, 0);
     assert_int_equal(p[0].base_offset, 2);
+
+    /* Only the connection's own requests wait: a second connection's cached "t" goes ahead of
+     * the first connection's request that waits for "v". */
+    create_topic(&e, "v", 1, NULL, NULL);
+    e.fd[1] = agent_env_connect(&e);
+    names[0] = "v";
+    td[0].name = kp_str_from(names[0]);
+    send_req(&e, 0, 7, 13, &rq);
+    struct kp_produce_request rq2;
+    kp_produce_request_init(&rq2);
+    rq2.acks = -1;
+    rq2.timeout_ms = 30000;
+    rq2.topic_data = &td[1];
+    rq2.topic_data_count = 1;
+    agent_env_send(&e, 1, 0, 7, 14, "other", &rq2);
+    struct kp_produce_response *rd = kp_arena_calloc(&e.arena, 1, sizeof(*rd));
+    assert_int_equal(agent_env_recv(&e, 1, 0, 7, 50000, rd, NULL), 14);
+    assert_int_equal(rd->responses[0].partition_responses[0].error_code, 0);
+    assert_int_equal(rd->responses[0].partition_responses[0].base_offset, 3);
+    struct kp_produce_response *rc = kp_arena_calloc(&e.arena, 1, sizeof(*rc));
+    assert_int_equal(recv_resp(&e, 0, 7, rc), 13);
+    assert_int_equal(rc->responses[1].partition_responses[0].error_code, 0);
+    assert_int_equal(rc->responses[1].partition_responses[0].base_offset, 4);
+    close(e.fd[1]);
     free(b0);
     free(ba);
     free(bu);
