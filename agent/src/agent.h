@@ -129,6 +129,8 @@ struct agent_conn {
     bool closing;                     /* uv_close has been called */
     char peer[64];                    /* "ip:port" of the client, for logs */
     struct agent__pctx *produce_last; /* its newest Produce request waiting for a lookup */
+    bool dirty;                       /* on agent.dirty */
+    struct agent_conn *dirty_next;    /* agent.dirty list */
 };
 
 /* One live agent as the metadata service reported it (direct mode). */
@@ -171,6 +173,8 @@ struct agent {
     uv_tcp_t listener;             /* Kafka listener */
     struct agent_conn *conns;      /* live connections */
     int64_t n_conns;               /* count of conns */
+    int cork;                      /* > 0: responses are collected, sent at agent_uncork() */
+    struct agent_conn *dirty;      /* connections with responses held by the cork */
     char meta_addr[300];           /* host:port of the metadata service in use */
     char adv_host[256];            /* advertised host */
     int adv_port;                  /* advertised port */
@@ -349,6 +353,15 @@ void agent_req_respond_bytes(struct agent_req *req, struct kp_bytes hdr_and_body
 void agent_req_finish_silent(struct agent_req *req);
 /* Closes the request's connection (Kafka's answer to some malformed requests). */
 void agent_req_close_conn(struct agent_req *req, const char *why);
+
+/*
+ * Between agent_cork() and the matching agent_uncork(), responses are not written as they are
+ * made but collected per connection; the uncork writes each connection's with one write (one
+ * writev) instead of one per response. For code that answers many requests at once (a commit
+ * answers every request in its object). Nests.
+ */
+void agent_cork(struct agent *a);
+void agent_uncork(struct agent *a);
 
 /* Pauses or resumes reading on every connection (backpressure). */
 void agent_server_set_paused(struct agent *a, bool paused);

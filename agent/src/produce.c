@@ -290,6 +290,7 @@ static void agent__pobj_finish(struct agent__pobj *o)
     struct agent_produce *p = o->p;
     struct agent *a = p->a;
     uint64_t now = uv_now(a->loop);
+    agent_cork(a); /* every request of the object answered: one write per connection */
     for (struct agent__pwait *w = o->waiters; w != NULL; w = w->next) {
         uint64_t waited = now - w->req->started_ms;
         if (waited >= AGENT__SLOW_PRODUCE_MS) {
@@ -307,6 +308,7 @@ static void agent__pobj_finish(struct agent__pobj *o)
         agent_req_respond(w->req, w->resp);
         w->req = NULL;
     }
+    agent_uncork(a);
     struct agent__pobj **pp = &p->head;
     struct agent__pobj *prev = NULL;
     while (*pp != NULL && *pp != o) {

@@ -41,16 +41,24 @@
 #define AGENT__ARENA_BASE (1024 * 1024)       /* arena bytes every request may use */
 #define AGENT__ARENA_PER_BYTE 16              /* plus this many per frame byte */
 
-struct agent__write {
-    uv_write_t req;             /* libuv write request */
-    struct agent_conn *conn;    /* connection written to (may be closing) */
+/* One response frame of a write. */
+struct agent__wframe {
     uint8_t *buf;               /* response bytes, freed when written */
-    size_t len;                 /* bytes of the frame (claimed runs included) */
     void (*release)(void *arg); /* the request's release callback, run when written */
     void *release_arg;          /* its argument */
 };
 
-#define AGENT__WRITE_BUFS_STACK 64 /* uv_buf_t kept on the stack when writing a gathered frame */
+/* One uv_write: the consecutive finished responses of a connection, in order. */
+struct agent__write {
+    uv_write_t req;                 /* libuv write request */
+    struct agent_conn *conn;        /* connection written to (may be closing) */
+    size_t len;                     /* bytes of the frames (claimed runs included) */
+    size_t n;                       /* frames */
+    struct agent__wframe frames[1]; /* n of them (allocated to size) */
+};
+
+#define AGENT__WRITE_BUFS_STACK 64  /* uv_buf_t kept on the stack for one write */
+#define AGENT__WRITE_MAX_FRAMES 256 /* responses gathered into one write at most */
 
 static void agent__conn_close(struct agent_conn *c, const char *why);
 static void agent__conn_update_reading(struct agent_conn *c);
@@ -73,16 +81,23 @@ static void agent__req_free(struct agent_req *req)
     free(req);
 }
 
+static void agent__write_free(struct agent__write *wr)
+{
+    for (size_t i = 0; i < wr->n; i++) {
+        if (wr->frames[i].release != NULL) {
+            wr->frames[i].release(wr->frames[i].release_arg);
+        }
+        free(wr->frames[i].buf);
+    }
+    free(wr);
+}
+
 static void agent__write_cb(uv_write_t *w, int status)
 {
     struct agent__write *wr = (struct agent__write *)w;
     struct agent_conn *c = wr->conn;
     c->writing -= wr->len;
-    if (wr->release != NULL) {
-        wr->release(wr->release_arg);
-    }
-    free(wr->buf);
-    free(wr);
+    agent__write_free(wr);
     if (status < 0 && !c->closing) {
         agent__conn_close(c, uv_strerror(status));
         return;
@@ -90,62 +105,118 @@ static void agent__write_cb(uv_write_t *w, int status)
     agent__conn_update_reading(c);
 }
 
-/* Sends every finished response at the head of the queue, in order, and frees those requests. */
+/* Appends the uv_bufs of `req`'s response frame (its buffer around its claimed runs) to `b`. */
+static size_t agent__frame_bufs(const struct agent_req *req, uint8_t *buf, size_t len, uv_buf_t *b,
+                                size_t nb)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < req->n_runs; i++) { /* buffer pieces between the runs */
+        const struct agent_run *run = &req->runs[i];
+        if (run->at > at) {
+            b[nb++] = uv_buf_init((char *)buf + at, (unsigned)(run->at - at));
+            at = run->at;
+        }
+        b[nb++] = uv_buf_init((char *)run->ptr, (unsigned)run->len);
+    }
+    size_t buffered = len - req->resp_claimed;
+    if (buffered > at) {
+        b[nb++] = uv_buf_init((char *)buf + at, (unsigned)(buffered - at));
+    }
+    return nb;
+}
+
+/*
+ * Sends every finished response at the head of the queue, in order, and frees those requests.
+ * Consecutive finished responses go out in one uv_write (one writev), up to
+ * AGENT__WRITE_MAX_FRAMES at a time. While the agent is corked the connection is only marked.
+ */
 static void agent__conn_flush(struct agent_conn *c)
 {
+    struct agent *a = c->agent;
+    if (a->cork > 0 && !c->closing) {
+        if (!c->dirty) {
+            c->dirty = true;
+            c->dirty_next = a->dirty;
+            a->dirty = c;
+        }
+        return;
+    }
     while (c->head != NULL && c->head->done) {
-        struct agent_req *req = c->head;
-        c->head = req->next;
-        if (c->head == NULL) {
-            c->tail = NULL;
+        /* Count the frames and buffers of the next write. */
+        size_t n = 0;
+        size_t nb = 0;
+        for (struct agent_req *r = c->head; r != NULL && r->done && n < AGENT__WRITE_MAX_FRAMES;
+             r = r->next) {
+            if (!r->silent && !c->closing && r->resp != NULL) {
+                n++;
+                nb += 2 * r->n_runs + 1;
+            }
         }
-        c->pending--;
-        if (!req->silent && !c->closing && req->resp != NULL) {
-            struct agent__write *wr = kp_xmalloc(sizeof(*wr));
+        struct agent__write *wr = NULL;
+        uv_buf_t stack[AGENT__WRITE_BUFS_STACK];
+        uv_buf_t *b = stack;
+        if (n > 0) {
+            wr = kp_xmalloc(sizeof(*wr) + (n - 1) * sizeof(wr->frames[0]));
             wr->conn = c;
-            wr->buf = req->resp;
-            wr->len = req->resp_len;
-            wr->release = req->release;
-            wr->release_arg = req->release_arg;
-            req->resp = NULL;
-            req->release = NULL;
-            uv_buf_t stack[AGENT__WRITE_BUFS_STACK];
-            size_t nb = 2 * req->n_runs + 1;
-            uv_buf_t *b = nb <= AGENT__WRITE_BUFS_STACK ? stack : kp_xmalloc(nb * sizeof(*b));
-            nb = 0;
-            size_t at = 0;
-            for (size_t i = 0; i < req->n_runs; i++) { /* buffer pieces between the runs */
-                const struct agent_run *run = &req->runs[i];
-                if (run->at > at) {
-                    b[nb++] = uv_buf_init((char *)wr->buf + at, (unsigned)(run->at - at));
-                    at = run->at;
-                }
-                b[nb++] = uv_buf_init((char *)run->ptr, (unsigned)run->len);
-            }
-            size_t buffered = wr->len - req->resp_claimed;
-            if (buffered > at) {
-                b[nb++] = uv_buf_init((char *)wr->buf + at, (unsigned)(buffered - at));
-            }
-            c->writing += wr->len;
-            int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, b, (unsigned)nb, agent__write_cb);
-            if (b != stack) {
-                free(b);
-            }
-            if (rc < 0) {
-                c->writing -= wr->len;
-                if (wr->release != NULL) {
-                    wr->release(wr->release_arg);
-                }
-                free(wr->buf);
-                free(wr);
-                agent__req_free(req);
-                agent__conn_close(c, uv_strerror(rc));
-                return;
-            }
+            wr->len = 0;
+            wr->n = 0;
+            b = nb <= AGENT__WRITE_BUFS_STACK ? stack : kp_xmalloc(nb * sizeof(*b));
         }
-        agent__req_free(req);
+        size_t used = 0;
+        while (c->head != NULL && c->head->done && (wr == NULL || wr->n < n)) {
+            struct agent_req *req = c->head;
+            c->head = req->next;
+            if (c->head == NULL) {
+                c->tail = NULL;
+            }
+            c->pending--;
+            if (!req->silent && !c->closing && req->resp != NULL) {
+                struct agent__wframe *f = &wr->frames[wr->n++];
+                f->buf = req->resp;
+                f->release = req->release;
+                f->release_arg = req->release_arg;
+                used = agent__frame_bufs(req, f->buf, req->resp_len, b, used);
+                wr->len += req->resp_len;
+                req->resp = NULL;
+                req->release = NULL;
+            }
+            agent__req_free(req);
+        }
+        if (wr == NULL) {
+            continue; /* only silent requests: freed */
+        }
+        c->writing += wr->len;
+        int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, b, (unsigned)used, agent__write_cb);
+        if (b != stack) {
+            free(b);
+        }
+        if (rc < 0) {
+            c->writing -= wr->len;
+            agent__write_free(wr);
+            agent__conn_close(c, uv_strerror(rc));
+            return;
+        }
     }
     agent__conn_update_reading(c);
+}
+
+void agent_cork(struct agent *a)
+{
+    a->cork++;
+}
+
+void agent_uncork(struct agent *a)
+{
+    if (--a->cork > 0) {
+        return;
+    }
+    while (a->dirty != NULL) {
+        struct agent_conn *c = a->dirty;
+        a->dirty = c->dirty_next;
+        c->dirty = false;
+        c->dirty_next = NULL;
+        agent__conn_flush(c);
+    }
 }
 
 void agent_req_respond(struct agent_req *req, const void *msg)

@@ -657,6 +657,34 @@ static void test_produce_conn_order(void **state)
     stop(&e);
 }
 
+/*
+ * An object that answers more requests on one connection than one write gathers
+ * (AGENT__WRITE_MAX_FRAMES, 256): all answered, in order, each with its offset.
+ */
+static void test_produce_many_answers(void **state)
+{
+    (void)state;
+    struct agent_env e;
+    start(&e, "mem://", 256 << 20);
+    e.a.cfg.flush_interval_ms = 300;
+    create_topic(&e, "m", 1, NULL, NULL);
+    enum { N = 600 };
+    int64_t ts = now_ms();
+    size_t l = 0;
+    uint8_t *b = batch(0, "many", 1, ts, -1, -1, -1, &l);
+    struct part_in parts[1] = {{0, b, l}};
+    for (int i = 0; i < N; i++) {
+        produce(&e, 7, -1, 1000 + i, "m", parts, 1);
+    }
+    for (int i = 0; i < N; i++) {
+        const struct kp_produce_response_partition_produce_response *p = answer(&e, 7, 1000 + i, 1);
+        assert_int_equal(p[0].error_code, 0);
+        assert_int_equal(p[0].base_offset, i);
+    }
+    free(b);
+    stop(&e);
+}
+
 /* SIGTERM's drain seals the open object at once (long before the flush interval) and finishes
  * only after the parked request was answered with its offset. */
 static void test_produce_drain(void **state)
@@ -694,6 +722,7 @@ int run_test_produce(void)
         cmocka_unit_test(test_produce_log_append_time), cmocka_unit_test(test_produce_put_failure),
         cmocka_unit_test(test_produce_backpressure),    cmocka_unit_test(test_produce_seal_order),
         cmocka_unit_test(test_produce_drain),           cmocka_unit_test(test_produce_conn_order),
+        cmocka_unit_test(test_produce_many_answers),
     };
     return cmocka_run_group_tests_name("produce", tests, NULL, NULL);
 }
