@@ -906,6 +906,15 @@ static void agent__pq_unlink(struct agent_produce *p, struct agent__pctx *ctx)
     ctx->prev = ctx->next = NULL;
 }
 
+/* Unless its connection closed, makes the connection forget `ctx` as its newest waiting request. */
+static void agent__pq_conn_forget(struct agent__pctx *ctx)
+{
+    struct agent_conn *c = ctx->req->conn; /* NULL once the connection closed */
+    if (c != NULL && c->produce_last == ctx) {
+        c->produce_last = NULL;
+    }
+}
+
 /* Queues `ctx` to have its lookup asked by agent__pq_pump. */
 static void agent__pq_ready(struct agent_produce *p, struct agent__pctx *ctx)
 {
@@ -950,19 +959,14 @@ static void agent__produce_topics_cb(void *arg, int status, struct agent_topic *
     struct agent *a = ctx->a;
     struct agent_produce *p = a->produce;
     if (p == NULL) { /* shut down while the lookup ran: nothing may be appended any more */
-        if (ctx->req->conn != NULL && ctx->req->conn->produce_last == ctx) {
-            ctx->req->conn->produce_last = NULL;
-        }
+        agent__pq_conn_forget(ctx);
         agent__set_all(ctx->resp, KP_ERROR_NOT_LEADER_OR_FOLLOWER);
         agent__produce_answer_now(ctx->req, ctx->resp, true);
         return;
     }
     agent__pq_unlink(p, ctx);
     struct agent__pctx *next = ctx->next_same;
-    struct agent_conn *c = ctx->req->conn; /* NULL once the connection closed */
-    if (c != NULL && c->produce_last == ctx) {
-        c->produce_last = NULL;
-    }
+    agent__pq_conn_forget(ctx);
     /* The lookup still counts while the request is appended, so a drain cannot finish (and
      * free the write path) under it. */
     agent__produce_run(ctx, status, topics, n); /* may free ctx with its request */
@@ -1152,9 +1156,7 @@ void agent_produce_free(struct agent *a)
         struct agent__pctx *ctx = p->waiting;
         agent__pq_unlink(p, ctx);
         if (!ctx->started) {
-            if (ctx->req->conn != NULL && ctx->req->conn->produce_last == ctx) {
-                ctx->req->conn->produce_last = NULL;
-            }
+            agent__pq_conn_forget(ctx);
             agent__set_all(ctx->resp, KP_ERROR_NOT_LEADER_OR_FOLLOWER);
             agent__produce_answer_now(ctx->req, ctx->resp, true);
         }
