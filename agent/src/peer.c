@@ -411,19 +411,26 @@ static struct agent__pconn *agent__pconn_get(struct agent_peers *ps, const struc
     return pc;
 }
 
+/* The owner of block `index` of `key`, or NULL while blocks are not shared (closing, not
+ * registered, or no other agent). */
+static const struct agent_peer *agent__peers_owner(const struct agent_peers *ps, const char *key,
+                                                   uint32_t index)
+{
+    const struct agent_cluster *cl = &ps->a->cluster;
+    if (ps->closing || !cl->registered || cl->n_peers < 2) {
+        return NULL;
+    }
+    return agent_block_owner(cl->peers, cl->n_peers, ps->a->cfg.zone, key, index);
+}
+
 /* The cache's remote source (agent_cache_remote_fn). */
 static bool agent__peers_remote(void *ctx, const char *key, uint32_t index, uint64_t obj_size,
                                 agent_block_cb cb, void *arg)
 {
     struct agent_peers *ps = ctx;
     struct agent *a = ps->a;
-    const struct agent_cluster *cl = &a->cluster;
-    if (ps->closing || !cl->registered || cl->n_peers < 2) {
-        return false;
-    }
-    const struct agent_peer *owner =
-        agent_block_owner(cl->peers, cl->n_peers, ps->a->cfg.zone, key, index);
-    if (owner == NULL || owner->id == cl->id) {
+    const struct agent_peer *owner = agent__peers_owner(ps, key, index);
+    if (owner == NULL || owner->id == a->cluster.id) {
         return false;
     }
     struct agent__pconn *pc = agent__pconn_get(ps, owner);
@@ -437,12 +444,19 @@ static bool agent__peers_remote(void *ctx, const char *key, uint32_t index, uint
     q.block_index = (int32_t)index;
     q.block_bytes = (int32_t)agent_cache_block_bytes(agent__fetch_cache(a));
     q.object_size = obj_size > 0 ? (int64_t)obj_size : -1;
+    struct kp_request_header h;
+    kp_request_header_init(&h);
+    h.request_api_key = AGENT__PEER_API;
+    h.request_api_version = 0;
+    h.correlation_id = ps->next_cid;
+    h.client_id = kp_str_from(AGENT__PEER_CLIENT_ID);
+    int16_t hv = kp_request_header_version(AGENT__PEER_API, 0);
+    size_t head = 0;
     size_t body = 0;
-    if (kp_agent_read_block_request_size(&q, 0, &body) != 0) {
+    if (kp_request_header_size(&h, hv, &head) != 0 ||
+        kp_agent_read_block_request_size(&q, 0, &body) != 0) {
         return false;
     }
-    size_t id_len = strlen(AGENT__PEER_CLIENT_ID);
-    size_t head = 2 + 2 + 4 + 2 + id_len; /* request header v1 */
     struct agent__pcall *k = kp_xcalloc(1, sizeof(*k));
     k->frame_len = 4 + head + body;
     k->frame = kp_xmalloc(k->frame_len);
@@ -451,12 +465,8 @@ static bool agent__peers_remote(void *ctx, const char *key, uint32_t index, uint
     struct kp_writer w;
     kp_writer_init(&w, k->frame, k->frame_len);
     kp_write_i32(&w, (int32_t)(head + body));
-    kp_write_i16(&w, AGENT__PEER_API);
-    kp_write_i16(&w, 0);
-    kp_write_i32(&w, k->cid);
-    kp_write_i16(&w, (int16_t)id_len);
-    kp_write_raw(&w, AGENT__PEER_CLIENT_ID, id_len);
-    if (kp_agent_read_block_request_encode(&q, 0, &w) != 0 || w.err != 0 ||
+    if (kp_request_header_encode(&h, hv, &w) != 0 ||
+        kp_agent_read_block_request_encode(&q, 0, &w) != 0 || w.err != 0 ||
         kp_writer_len(&w) != k->frame_len) {
         agent__pcall_free(k);
         return false;
@@ -485,13 +495,8 @@ static bool agent__peers_remote(void *ctx, const char *key, uint32_t index, uint
 static bool agent__peers_owns(void *ctx, const char *key, uint32_t index)
 {
     struct agent_peers *ps = ctx;
-    const struct agent_cluster *cl = &ps->a->cluster;
-    if (ps->closing || !cl->registered || cl->n_peers < 2) {
-        return false;
-    }
-    const struct agent_peer *owner =
-        agent_block_owner(cl->peers, cl->n_peers, ps->a->cfg.zone, key, index);
-    return owner != NULL && owner->id == cl->id;
+    const struct agent_peer *owner = agent__peers_owner(ps, key, index);
+    return owner != NULL && owner->id == ps->a->cluster.id;
 }
 
 static bool agent__peer_listed(const struct agent_cluster *cl, int32_t id)

@@ -112,6 +112,16 @@ static uint8_t *make_object(int nparts, size_t *len, struct store_footer *footer
     return obj;
 }
 
+/* Frees what make_object returned: the object, its footer and the `nparts` raw batches. */
+static void free_object(uint8_t *obj, struct store_footer *footer, uint8_t **raw, int nparts)
+{
+    for (int p = 0; p < nparts; p++) {
+        free(raw[p]);
+    }
+    free(obj);
+    store_footer_free(footer);
+}
+
 static void store_object(struct net *n, const char *key, const uint8_t *obj, size_t len)
 {
     struct store_req req;
@@ -260,11 +270,7 @@ static void test_each_block_read_once(void **state)
     }
     assert_int_equal(gets, nb);
     assert_int_equal(asked, 2 * nb); /* the two agents that do not own a block ask its owner */
-    for (int p = 0; p < 8; p++) {
-        free(raw[p]);
-    }
-    free(obj);
-    store_footer_free(&ft);
+    free_object(obj, &ft, raw, 8);
     net_close(&n, 3);
 }
 
@@ -305,11 +311,7 @@ static void test_flushed_blocks_served(void **state)
     assert_int_equal(stats(&n.a[0]).store_gets, 0);
     assert_int_equal(stats(&n.a[1]).store_gets + stats(&n.a[2]).store_gets, nb - mine);
     free(g.raw);
-    for (int p = 0; p < 8; p++) {
-        free(raw[p]);
-    }
-    free(obj);
-    store_footer_free(&ft);
+    free_object(obj, &ft, raw, 8);
     net_close(&n, 3);
 }
 
@@ -354,11 +356,7 @@ static void test_dead_peer_falls_back(void **state)
     assert_true(st.remote_failed <= st.remote_reads);
     assert_int_equal(st.store_gets, count_blocks(len)); /* each block once, by itself */
     free(g.raw);
-    for (int p = 0; p < 8; p++) {
-        free(raw[p]);
-    }
-    free(obj);
-    store_footer_free(&ft);
+    free_object(obj, &ft, raw, 8);
     net_close(&n, 1);
 }
 
@@ -432,11 +430,7 @@ static void test_silent_peer_times_out(void **state)
         uv_close((uv_handle_t *)&silent_conn[i], NULL);
     }
     uv_close((uv_handle_t *)&srv, NULL);
-    for (int p = 0; p < 8; p++) {
-        free(raw[p]);
-    }
-    free(obj);
-    store_footer_free(&ft);
+    free_object(obj, &ft, raw, 8);
     net_close(&n, 1);
 }
 
@@ -472,11 +466,7 @@ static void test_corrupt_through_peer(void **state)
     assert_true(st.remote_reads > 0);
     assert_int_equal(st.errors, 8);
     free(g.raw);
-    for (int p = 0; p < 8; p++) {
-        free(raw[p]);
-    }
-    free(obj);
-    store_footer_free(&ft);
+    free_object(obj, &ft, raw, 8);
     net_close(&n, 2);
 }
 
@@ -647,11 +637,7 @@ static void test_read_block_requests(void **state)
     struct agent_cache_stats st = stats(&n.a[0]);
     assert_int_equal(st.store_gets, 4); /* blocks 0, 1, 2 and the missing object's */
     close(fd);
-    for (int p = 0; p < 4; p++) {
-        free(raw[p]);
-    }
-    free(obj);
-    store_footer_free(&ft);
+    free_object(obj, &ft, raw, 4);
     net_close(&n, 1);
 }
 
