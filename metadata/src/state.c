@@ -890,22 +890,9 @@ static struct meta_topic *meta__commit_topic(const struct meta_state *s,
     return NULL;
 }
 
-int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct meta_commit *c,
-                          struct meta_part_result *parts, struct meta_range_result *ranges)
+int16_t meta_state_commit_check(const struct meta_state *s, int64_t now_ms,
+                                const struct meta_commit *c)
 {
-    size_t nr = 0;
-    for (uint32_t i = 0; i < c->n_parts; i++) {
-        memset(&parts[i], 0, sizeof(parts[i]));
-        parts[i].error = KP_ERROR_INVALID_REQUEST;
-        parts[i].base_offset = -1;
-        parts[i].hwm = -1;
-        parts[i].log_start = -1;
-        for (uint32_t j = 0; j < c->parts[i].n_ranges; j++, nr++) {
-            ranges[nr].error = KP_ERROR_INVALID_REQUEST;
-            ranges[nr].duplicate = false;
-            ranges[nr].base_offset = -1;
-        }
-    }
     if (c->object_key == NULL || c->object_key_len == 0 || c->object_size < 0) {
         return KP_ERROR_INVALID_REQUEST;
     }
@@ -923,12 +910,6 @@ int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct met
     }
     int64_t age;
     if (__builtin_sub_overflow(now_ms, c->object_created_ms, &age) || age > s->commit_deadline_ms) {
-        for (uint32_t i = 0; i < c->n_parts; i++) {
-            parts[i].error = KP_ERROR_REQUEST_TIMED_OUT;
-        }
-        for (size_t k = 0; k < nr; k++) {
-            ranges[k].error = KP_ERROR_REQUEST_TIMED_OUT;
-        }
         return KP_ERROR_REQUEST_TIMED_OUT;
     }
     struct meta__strkey key = {c->object_key, c->object_key_len};
@@ -939,6 +920,38 @@ int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct met
     if (s->n_objects == UINT32_MAX - 1) {
         return KP_ERROR_KAFKA_STORAGE_ERROR;
     }
+    return 0;
+}
+
+int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct meta_commit *c,
+                          struct meta_part_result *parts, struct meta_range_result *ranges)
+{
+    size_t nr = 0;
+    for (uint32_t i = 0; i < c->n_parts; i++) {
+        memset(&parts[i], 0, sizeof(parts[i]));
+        parts[i].error = KP_ERROR_INVALID_REQUEST;
+        parts[i].base_offset = -1;
+        parts[i].hwm = -1;
+        parts[i].log_start = -1;
+        for (uint32_t j = 0; j < c->parts[i].n_ranges; j++, nr++) {
+            ranges[nr].error = KP_ERROR_INVALID_REQUEST;
+            ranges[nr].duplicate = false;
+            ranges[nr].base_offset = -1;
+        }
+    }
+    int16_t refused = meta_state_commit_check(s, now_ms, c);
+    if (refused == KP_ERROR_REQUEST_TIMED_OUT) {
+        for (uint32_t i = 0; i < c->n_parts; i++) {
+            parts[i].error = KP_ERROR_REQUEST_TIMED_OUT;
+        }
+        for (size_t k = 0; k < nr; k++) {
+            ranges[k].error = KP_ERROR_REQUEST_TIMED_OUT;
+        }
+    }
+    if (refused != 0) {
+        return refused;
+    }
+    uint64_t kh = meta__hash(c->object_key, c->object_key_len, 2);
     if (s->n_objects == s->cap_objects) {
         s->cap_objects = s->cap_objects ? s->cap_objects * 2 : 64;
         s->objects = kp_xrealloc(s->objects, sizeof(*s->objects) * s->cap_objects);

@@ -33,6 +33,23 @@ struct one_commit {
     char key[64];                       /* object key */
 };
 
+/*
+ * meta_state_commit, checking on the way that meta_state_commit_check predicted exactly whether
+ * it changes the state (the service journals a commit before applying it on that prediction).
+ */
+static int16_t commit_checked(struct meta_state *s, int64_t now, const struct meta_commit *c,
+                              struct meta_part_result *pr, struct meta_range_result *rr)
+{
+    int16_t check = meta_state_commit_check(s, now, c);
+    uint64_t before = s->mutations;
+    int16_t e = meta_state_commit(s, now, c, pr, rr);
+    assert_int_equal(check == 0, s->mutations != before);
+    if (check != 0) {
+        assert_int_equal(e, check);
+    }
+    return e;
+}
+
 static int16_t commit1(struct meta_state *s, struct one_commit *oc, struct kp_uuid id, int32_t p,
                        const char *key, int64_t pid, int16_t epoch, int32_t seq, int32_t count,
                        int64_t max_ts)
@@ -53,7 +70,7 @@ static int16_t commit1(struct meta_state *s, struct one_commit *oc, struct kp_uu
     oc->c.fenced_error = KP_ERROR_INVALID_PRODUCER_EPOCH;
     oc->c.n_parts = 1;
     oc->c.parts = &oc->part;
-    int16_t e = meta_state_commit(s, NOW, &oc->c, &oc->pr, oc->rr);
+    int16_t e = commit_checked(s, NOW, &oc->c, &oc->pr, oc->rr);
     return e != 0 ? e : oc->rr[0].error;
 }
 
@@ -238,7 +255,7 @@ static void test_commit_offsets(void **state)
     struct meta_commit c = {"multi", 5, 100, NOW, 47, 3, parts};
     struct meta_part_result pr[3];
     struct meta_range_result rr[4];
-    assert_int_equal(meta_state_commit(&s, NOW, &c, pr, rr), 0);
+    assert_int_equal(commit_checked(&s, NOW, &c, pr, rr), 0);
     assert_int_equal(pr[0].error, 0);
     assert_int_equal(rr[0].base_offset, 15);
     assert_int_equal(rr[1].base_offset, 18);
@@ -252,7 +269,7 @@ static void test_commit_offsets(void **state)
     parts[0].chunk_len = 1000;
     c.object_key = "multi2";
     c.object_key_len = 6;
-    assert_int_equal(meta_state_commit(&s, NOW, &c, pr, rr), KP_ERROR_INVALID_REQUEST);
+    assert_int_equal(commit_checked(&s, NOW, &c, pr, rr), KP_ERROR_INVALID_REQUEST);
     meta_state_free(&s);
 }
 
@@ -269,12 +286,12 @@ static void test_commit_deadline(void **state)
     oc.c.object_key_len = 4;
     oc.c.object_created_ms = NOW - META_DEFAULT_COMMIT_DEADLINE_MS - 1;
     uint64_t m = s.mutations;
-    assert_int_equal(meta_state_commit(&s, NOW, &oc.c, &oc.pr, oc.rr), KP_ERROR_REQUEST_TIMED_OUT);
+    assert_int_equal(commit_checked(&s, NOW, &oc.c, &oc.pr, oc.rr), KP_ERROR_REQUEST_TIMED_OUT);
     assert_int_equal(oc.rr[0].error, KP_ERROR_REQUEST_TIMED_OUT);
     assert_int_equal(s.mutations, m);
     assert_int_equal(s.n_objects, 1);
     oc.c.object_created_ms = NOW - META_DEFAULT_COMMIT_DEADLINE_MS;
-    assert_int_equal(meta_state_commit(&s, NOW, &oc.c, &oc.pr, oc.rr), 0);
+    assert_int_equal(commit_checked(&s, NOW, &oc.c, &oc.pr, oc.rr), 0);
     meta_state_free(&s);
 }
 
@@ -325,7 +342,7 @@ static void test_idempotence(void **state)
     oc.c.fenced_error = KP_ERROR_PRODUCER_FENCED;
     oc.c.object_key = "g2";
     oc.c.object_key_len = 2;
-    meta_state_commit(&s, NOW, &oc.c, &oc.pr, oc.rr);
+    commit_checked(&s, NOW, &oc.c, &oc.pr, oc.rr);
     assert_int_equal(oc.rr[0].error, KP_ERROR_PRODUCER_FENCED);
     assert_int_equal(commit1(&s, &oc, id, 0, "h", pid, 1, 5, 1, 0),
                      KP_ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER);

@@ -298,6 +298,14 @@ struct meta_part_result {
 int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct meta_commit *c,
                           struct meta_part_result *parts, struct meta_range_result *ranges);
 
+/*
+ * The commit-level refusal meta_state_commit would return for `c`, without changing anything:
+ * 0 when it would record the object (and so change the state, whatever happens to each
+ * partition). The service journals a commit before applying it when this is 0.
+ */
+int16_t meta_state_commit_check(const struct meta_state *s, int64_t now_ms,
+                                const struct meta_commit *c);
+
 /* ---- queries ---- */
 
 /* Index of the extent holding `offset`, or -1 when outside [log_start, hwm). */
