@@ -413,9 +413,16 @@ struct meta_journal {
     uint64_t wgen;                 /* writer: generation of the file fd writes */
     uint64_t last_seq;             /* last appended sequence (loop thread) */
     uint64_t file_bytes;           /* bytes appended since the last rotation */
-    uint64_t fork_gen;             /* loop: generation of the forked snapshot running, or 0 */
-    uint64_t fork_seq;             /* sequence the forked snapshot covers */
-    uint64_t snap_rate;            /* bytes/s a forked snapshot is written at most; 0: no limit */
+    uint64_t snap_rate;            /* loop: bytes/s a snapshot file is written at most; 0: any */
+    uint64_t bg_gen;               /* loop: generation of the background snapshot, or 0 */
+    uint64_t bg_seq;               /* last sequence it covers (read-only while it runs) */
+    uint64_t bg_rate;              /* its snap_rate (read-only while it runs) */
+    pthread_t bg_thread;           /* the background snapshot's thread */
+    _Atomic int bg_result;         /* 0 while it runs, 1 written, or -errno */
+    _Atomic bool bg_quit;          /* close: stop at the next check */
+    char bg_err[512];              /* why it failed; written before bg_result */
+    uint64_t install_asked;        /* loop: newest snapshot generation handed to the writer */
+    _Atomic uint64_t install_seen; /* writer: newest generation whose install was attempted */
     char crash_at[32];             /* test hook RUNNEL_META_CRASH_AT, "" when unset */
     pthread_t thread;              /* the writer */
     pthread_mutex_t mu;            /* guards the fields below */
@@ -426,7 +433,7 @@ struct meta_journal {
     size_t rot_boundary;           /* bytes of pending that go to the old file */
     uint64_t rot_gen;              /* generation of the new file */
     struct meta_snapreq *rot_snap; /* a snapshot to write as snapshot.<rot_gen>, or NULL */
-    bool install_req;              /* the forked snapshot.<install_gen>.tmp is complete */
+    bool install_req;              /* the background snapshot.<install_gen>.tmp is complete */
     uint64_t install_gen;          /* its generation */
     bool stop;                     /* writer should exit once pending is written */
     pthread_t deleter;             /* writer: deletes the files an install made obsolete */
@@ -656,7 +663,8 @@ static uint64_t meta__mono_now_ns(void)
  * written last, before the fdatasync.
  */
 static int meta__write_snapshot_file(struct meta_journal *j, const char *path, const uint8_t *data,
-                                     size_t len, uint64_t seq, uint64_t rate)
+                                     size_t len, uint64_t seq, uint64_t rate,
+                                     const _Atomic bool *quit)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -683,6 +691,10 @@ static int meta__write_snapshot_file(struct meta_journal *j, const char *path, c
     ZSTD_inBuffer in = {data, len, 0};
     bool done = false;
     while (rc == 0 && !done) {
+        if (quit != NULL && atomic_load(quit)) {
+            rc = -ECANCELED;
+            break;
+        }
         ZSTD_outBuffer ob = {out, out_cap, 0};
         /* Fill one slice of output (or finish the frame). */
         while (ob.pos < slice && !done) {
@@ -820,7 +832,8 @@ struct meta__replay_pos {
  * (`is_last`) and then cut there. Anything else stops start-up with the file and byte position.
  */
 static int meta__replay_file(struct meta_state *s, const char *path, bool is_last,
-                             struct meta__replay_pos *rp, char *err, size_t err_len)
+                             struct meta__replay_pos *rp, const _Atomic bool *quit, char *err,
+                             size_t err_len)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -886,6 +899,11 @@ static int meta__replay_file(struct meta_state *s, const char *path, bool is_las
                            " (missing records)",
                            path, pos, seq, rp->last);
                 rc = -EUCLEAN;
+                goto out;
+            }
+            if (quit != NULL && (seq & 4095) == 0 && atomic_load(quit)) {
+                meta__errf(err, err_len, "stopped");
+                rc = -ECANCELED;
                 goto out;
             }
             const char *why = NULL;
@@ -1067,6 +1085,7 @@ static int meta__install(struct meta_journal *j, uint64_t gen)
         meta__crash_point(j, "renamed");
         meta__start_deleter(j, gen);
     }
+    atomic_store(&j->install_seen, gen);
     return rc;
 }
 
@@ -1120,7 +1139,7 @@ static void *meta__writer(void *arg)
         }
         if (rc == 0 && snap != NULL) {
             char *stmp = meta__gen_path(j->dir, "snapshot", rot_gen, ".tmp");
-            rc = meta__write_snapshot_file(j, stmp, snap->data, snap->len, snap->seq, 0);
+            rc = meta__write_snapshot_file(j, stmp, snap->data, snap->len, snap->seq, 0, NULL);
             free(stmp);
             if (rc == 0) {
                 rc = meta__install(j, rot_gen);
@@ -1287,7 +1306,7 @@ static int meta__recover(struct meta_journal *j, struct meta_state *s, char *err
             goto out;
         }
         char *path = meta__gen_path(j->dir, "journal", ds.jgens[i], "");
-        rc = meta__replay_file(s, path, i + 1 == ds.n_jgens, &rp, err, err_len);
+        rc = meta__replay_file(s, path, i + 1 == ds.n_jgens, &rp, NULL, err, err_len);
         free(path);
         if (rc != 0) {
             goto out;
@@ -1469,7 +1488,7 @@ int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s)
     if (atomic_load(&j->failed) != 0) {
         return -EIO;
     }
-    if (j->fork_gen != 0) {
+    if (j->bg_gen != 0) {
         return -EBUSY;
     }
     struct meta_snapreq *sr = kp_xcalloc(1, sizeof(*sr));
@@ -1477,6 +1496,9 @@ int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s)
     if (rc == 0) {
         sr->seq = j->last_seq;
         rc = meta__request_rotation(j, j->gen + 1, sr);
+        if (rc == 0) {
+            j->install_asked = j->gen;
+        }
     }
     if (rc != 0) {
         free(sr->data);
@@ -1485,34 +1507,110 @@ int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s)
     return rc;
 }
 
-/* Child side of meta_journal_snapshot_fork: serialise the copy-on-write image and write it. */
-static int meta__child_write_snapshot(struct meta_journal *j, const struct meta_state *s,
-                                      const char *tmp)
+/*
+ * Background snapshot thread: rebuilds the state as of sequence `seq` from the files of
+ * generations below `gen` exactly as start-up would (the newest snapshot, then the journal files
+ * from its generation on), without changing any file. The loop's own state is never read, so
+ * nothing is forked or copied under its feet; the cost is this thread's CPU and a second copy
+ * of the state while it runs.
+ */
+static int meta__bg_rebuild(struct meta_journal *j, uint64_t gen, uint64_t seq,
+                            struct meta_state *s, char *err, size_t err_len)
 {
-    uint8_t *data = NULL;
-    size_t len = 0;
-    if (meta_state_serialize(s, &data, &len) != 0) {
-        return -ENOMEM;
+    /* The records up to `seq` are in files below `gen` once they are durable (the writer
+     * switches files right after them). */
+    while (atomic_load(&j->durable_seq) < seq) {
+        if (atomic_load(&j->failed) != 0 || atomic_load(&j->bg_quit)) {
+            meta__errf(err, err_len, "the journal failed or closed before the switch");
+            return -ECANCELED;
+        }
+        meta__sleep_until(meta__mono_now_ns() + 1000000);
     }
-    int rc;
-    if (strcmp(j->crash_at, "snapshot-partial") == 0) {
-        /* Test hook: the parent dies while the temporary is half written. */
-        rc = meta__write_snapshot_file(NULL, tmp, data, len / 2, j->fork_seq, j->snap_rate);
-        kill(getppid(), SIGKILL);
-        _exit(rc == 0 ? 1 : 2);
+    struct meta__replay_pos rp = {0};
+    uint64_t first = gen;
+    bool has_snap = false;
+    while (first > 0 && !has_snap) {
+        char *path = meta__gen_path(j->dir, "snapshot", --first, "");
+        has_snap = access(path, F_OK) == 0;
+        if (has_snap) {
+            int rc = meta__load_snapshot(s, path, &rp.snap_seq, err, err_len);
+            free(path);
+            if (rc != 0) {
+                return rc;
+            }
+            rp.last = rp.snap_seq;
+        } else {
+            free(path);
+        }
     }
-    rc = meta__write_snapshot_file(NULL, tmp, data, len, j->fork_seq, j->snap_rate);
-    free(data);
-    return rc;
+    if (!has_snap) {
+        char *zero = meta__gen_path(j->dir, "journal", 0, "");
+        first = access(zero, F_OK) == 0 ? 0 : 1; /* as start-up: the older layout began at 0 */
+        free(zero);
+    }
+    for (uint64_t g = first; g < gen; g++) {
+        char *path = meta__gen_path(j->dir, "journal", g, "");
+        int rc = meta__replay_file(s, path, false, &rp, &j->bg_quit, err, err_len);
+        free(path);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (rp.last != seq) {
+        meta__errf(err, err_len,
+                   "rebuilt the state up to sequence %" PRIu64 ", but the snapshot is of %" PRIu64,
+                   rp.last, seq);
+        return -EUCLEAN;
+    }
+    return 0;
 }
 
-pid_t meta_journal_snapshot_fork(struct meta_journal *j, const struct meta_state *s)
+static void *meta__bg_main(void *arg)
+{
+    struct meta_journal *j = arg;
+    /* The lowest CPU priority (per thread on Linux): never take a core from the loop or the
+     * writer. */
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+    char err[sizeof(j->bg_err)] = "";
+    struct meta_state st;
+    meta_state_init(&st, NULL);
+    int rc = meta__bg_rebuild(j, j->bg_gen, j->bg_seq, &st, err, sizeof(err));
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (rc == 0 && meta_state_serialize(&st, &data, &len) != 0) {
+        meta__errf(err, sizeof(err), "out of memory serialising the state");
+        rc = -ENOMEM;
+    }
+    meta_state_free(&st);
+    if (rc == 0) {
+        char *tmp = meta__gen_path(j->dir, "snapshot", j->bg_gen, ".tmp");
+        if (strcmp(j->crash_at, "snapshot-partial") == 0) {
+            /* Test hook: the process dies while the temporary is half written. */
+            (void)meta__write_snapshot_file(NULL, tmp, data, len / 2, j->bg_seq, 0, NULL);
+            kill(getpid(), SIGKILL);
+        }
+        rc = meta__write_snapshot_file(NULL, tmp, data, len, j->bg_seq, j->bg_rate, &j->bg_quit);
+        if (rc != 0) {
+            meta__errf(err, sizeof(err), "%s: %s", tmp, strerror(-rc));
+        }
+        free(tmp);
+    }
+    free(data);
+    memcpy(j->bg_err, err, sizeof(err));
+    atomic_store(&j->bg_result, rc == 0 ? 1 : rc);
+    if (j->notify != NULL) {
+        j->notify(j->notify_arg);
+    }
+    return NULL;
+}
+
+int meta_journal_snapshot_start(struct meta_journal *j)
 {
     if (atomic_load(&j->failed) != 0) {
         return -EIO;
     }
-    if (j->fork_gen != 0) {
-        return -EBUSY;
+    if (j->bg_gen != 0 || atomic_load(&j->install_seen) < j->install_asked) {
+        return -EBUSY; /* one at a time, and only on top of an installed snapshot */
     }
     pthread_mutex_lock(&j->mu);
     bool busy = j->rot_req;
@@ -1521,62 +1619,61 @@ pid_t meta_journal_snapshot_fork(struct meta_journal *j, const struct meta_state
         return -EBUSY;
     }
     uint64_t gen = j->gen + 1;
-    char *tmp = meta__gen_path(j->dir, "snapshot", gen, ".tmp");
-    j->fork_seq = j->last_seq;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* Child: a copy-on-write image of the state. Touch nothing shared; just write, at the
-         * lowest CPU priority so that it never takes a core from the loop or writer thread. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(1);
-        }
-        (void)setpriority(PRIO_PROCESS, 0, 19);
-        if (close_range(3, ~0U, 0) != 0) {
-            for (int fd = 3; fd < 65536; fd++) {
-                close(fd);
-            }
-        }
-        _exit(meta__child_write_snapshot(j, s, tmp) == 0 ? 0 : 1);
+    j->bg_gen = gen;
+    j->bg_seq = j->last_seq;
+    j->bg_rate = j->snap_rate;
+    j->bg_err[0] = '\0';
+    atomic_store(&j->bg_result, 0);
+    atomic_store(&j->bg_quit, false);
+    if (pthread_create(&j->bg_thread, NULL, meta__bg_main, j) != 0) {
+        j->bg_gen = 0;
+        return -EAGAIN;
     }
-    free(tmp);
-    if (pid < 0) {
-        return -errno;
-    }
-    /* Only this thread appends, so the records in pending now are exactly the ones the child's
-     * image reflects: the switch goes right after them. */
+    /* Only this thread appends, so the records in pending now are exactly the ones the
+     * snapshot covers: the switch goes right after them. */
     int rc = meta__request_rotation(j, gen, NULL);
     if (rc != 0) {
         /* Unreachable (checked above, and only this thread requests); never install it. */
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        atomic_store(&j->bg_quit, true);
+        pthread_join(j->bg_thread, NULL);
+        j->bg_gen = 0;
         return rc;
     }
-    j->fork_gen = gen;
-    return pid;
+    return 0;
 }
 
-void meta_journal_snapshot_forked_done(struct meta_journal *j, pid_t pid, bool ok)
+bool meta_journal_snapshot_running(struct meta_journal *j)
 {
-    (void)pid;
-    uint64_t gen = j->fork_gen;
-    j->fork_gen = 0;
-    if (gen == 0) {
-        return;
+    return j->bg_gen != 0 && atomic_load(&j->bg_result) == 0;
+}
+
+int meta_journal_snapshot_poll(struct meta_journal *j, char *err, size_t err_len)
+{
+    if (j->bg_gen == 0) {
+        return 0;
     }
-    if (!ok) {
+    int r = atomic_load(&j->bg_result);
+    if (r == 0) {
+        return 0;
+    }
+    pthread_join(j->bg_thread, NULL);
+    uint64_t gen = j->bg_gen;
+    j->bg_gen = 0;
+    if (r < 0) {
         /* The rotation stays: the next snapshot covers both files. */
+        snprintf(err, err_len, "%s", j->bg_err);
         char *tmp = meta__gen_path(j->dir, "snapshot", gen, ".tmp");
         unlink(tmp);
         free(tmp);
-        return;
+        return r;
     }
+    j->install_asked = gen;
     pthread_mutex_lock(&j->mu);
     j->install_req = true;
     j->install_gen = gen;
     pthread_cond_signal(&j->cond);
     pthread_mutex_unlock(&j->mu);
+    return 1;
 }
 
 void meta_journal_close(struct meta_journal *j)
@@ -1589,6 +1686,12 @@ void meta_journal_close(struct meta_journal *j)
     pthread_cond_signal(&j->cond);
     pthread_mutex_unlock(&j->mu);
     pthread_join(j->thread, NULL);
+    if (j->bg_gen != 0) {
+        /* Not installed: start-up deletes the temporary it may have left. */
+        atomic_store(&j->bg_quit, true);
+        pthread_join(j->bg_thread, NULL);
+        j->bg_gen = 0;
+    }
     atomic_store(&j->deleter_quit, true);
     if (j->deleting) {
         pthread_join(j->deleter, NULL);

@@ -26,9 +26,7 @@ void meta__obs_close(struct meta_server *srv);
  * reason it failed ("bad_request": connection closed; "storage": journal failed). */
 void meta__obs_request(int16_t api_key, uint64_t started_ns, const char *error);
 
-/* A snapshot fork took `ns` (the loop stood still meanwhile) and succeeded or not. */
-void meta__obs_snapshot_forked(uint64_t ns, bool ok);
-/* A forked snapshot ended `ns` after its fork started, written or failed. */
+/* A background snapshot ended `ns` after it started, written or failed (0: failed to start). */
 void meta__obs_snapshot_done(uint64_t ns, bool ok);
 
 #endif

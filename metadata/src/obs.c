@@ -38,13 +38,11 @@ struct meta__obs {
     struct rn_metric *conns;
     struct rn_metric *journal_bytes;
     struct rn_metric *failed;
-    struct rn_metric *groups;           /* consumer groups */
-    struct rn_metric_family *lag_f;     /* consumer lag, collected at scrape time */
-    struct rn_metric *snap_fork;        /* snapshot fork pause */
-    struct rn_metric *snap_dur;         /* fork to snapshot written */
-    struct rn_metric *snap_written;     /* snapshots by result */
-    struct rn_metric *snap_failed;      /* forked writer failed */
-    struct rn_metric *snap_fork_failed; /* fork itself failed */
+    struct rn_metric *groups;       /* consumer groups */
+    struct rn_metric_family *lag_f; /* consumer lag, collected at scrape time */
+    struct rn_metric *snap_dur;     /* snapshot start to written */
+    struct rn_metric *snap_written; /* snapshots by result */
+    struct rn_metric *snap_failed;  /* snapshot failed */
 };
 
 static struct meta__obs meta__o;
@@ -92,19 +90,14 @@ static void meta__obs_init(void)
                                      "Records between a group's committed offset and the "
                                      "partition's high watermark.",
                                      "group,topic,partition");
-    meta__o.snap_fork = rn_metric_get0(
-        rn_metrics_histogram(r, "runnel_meta_snapshot_fork_duration_seconds",
-                             "Time the service stood still forking a snapshot writer.", NULL, 1e9,
-                             rn_metrics_latency_bounds_ns, rn_metrics_latency_nbounds));
     meta__o.snap_dur = rn_metric_get0(
         rn_metrics_histogram(r, "runnel_meta_snapshot_duration_seconds",
-                             "Time from a snapshot's fork until it was written and installed.",
-                             NULL, 1e9, rn_metrics_latency_bounds_ns, rn_metrics_latency_nbounds));
+                             "Time from a snapshot's start until it was written.", NULL, 1e9,
+                             rn_metrics_latency_bounds_ns, rn_metrics_latency_nbounds));
     struct rn_metric_family *snaps =
         rn_metrics_counter(r, "runnel_meta_snapshots_total", "Snapshots by result.", "result");
     meta__o.snap_written = rn_metric_get1(snaps, "written");
     meta__o.snap_failed = rn_metric_get1(snaps, "failed");
-    meta__o.snap_fork_failed = rn_metric_get1(snaps, "fork_failed");
 }
 
 uint64_t meta__obs_now_ns(void)
@@ -118,15 +111,6 @@ void meta__obs_fsync(uint64_t ns, int rc)
     rn_histogram_observe(meta__o.fsync_dur, ns);
     if (rc != 0) {
         rn_counter_add(meta__o.fsync_err, 1);
-    }
-}
-
-void meta__obs_snapshot_forked(uint64_t ns, bool ok)
-{
-    pthread_once(&meta__o_once, meta__obs_init);
-    rn_histogram_observe(meta__o.snap_fork, ns);
-    if (!ok) {
-        rn_counter_add(meta__o.snap_fork_failed, 1);
     }
 }
 

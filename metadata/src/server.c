@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "runnel/common/log.h"
 #include "runnel/protocol/errors.h"
@@ -429,8 +428,6 @@ static void meta__on_connection(uv_stream_t *server, int status)
 
 /* ---- durability ---- */
 
-static void meta__on_snap_timer(uv_timer_t *t);
-
 /*
  * A snapshot costs in proportion to the state (the fork's page tables, the copy-on-write pages,
  * the child's serialising); tying the interval to the state's size keeps that cost per journal
@@ -442,6 +439,42 @@ uint64_t meta_snapshot_due_bytes(uint64_t n_extents, const struct meta_server_op
     uint64_t raw = n_extents * (uint64_t)META_SNAPSHOT_EXTENT_BYTES;
     uint64_t rel = raw / 100 * o->snapshot_state_pct;
     return rel > o->snapshot_bytes ? rel : o->snapshot_bytes;
+}
+
+/*
+ * Reports a finished background snapshot, and starts the next one once the journal grew by
+ * meta_snapshot_due_bytes. Runs after every group commit and when the snapshot thread ends.
+ */
+static void meta__snapshot_tick(struct meta_server *srv)
+{
+    char why[512] = "";
+    int done = meta_journal_snapshot_poll(srv->journal, why, sizeof(why));
+    if (done != 0) {
+        uint64_t ns = meta__mono_ns() - srv->snap_started_ns;
+        meta__obs_snapshot_done(ns, done > 0);
+        if (done > 0) {
+            rn_log(RN_LOG_INFO, "meta_snapshot_written", "total_ms=%.1f", ns / 1e6);
+        } else {
+            rn_log(RN_LOG_ERROR, "meta_snapshot_failed", "total_ms=%.1f error=\"%s\"", ns / 1e6,
+                   why[0] != '\0' ? why : strerror(-done));
+        }
+    }
+    if (srv->failed || srv->opt.snapshot_bytes == 0 ||
+        meta_journal_snapshot_running(srv->journal) ||
+        meta_journal_bytes(srv->journal) <
+            meta_snapshot_due_bytes(srv->state.n_extents, &srv->opt)) {
+        return;
+    }
+    uint64_t t0 = meta__mono_ns();
+    int rc = meta_journal_snapshot_start(srv->journal);
+    if (rc == 0) {
+        srv->snap_started_ns = t0;
+        rn_log(RN_LOG_INFO, "meta_snapshot_started", "extents=%llu",
+               (unsigned long long)srv->state.n_extents);
+    } else if (rc != -EBUSY) {
+        meta__obs_snapshot_done(0, false);
+        rn_log(RN_LOG_WARN, "meta_snapshot_start_failed", "error=\"%s\"", strerror(-rc));
+    }
 }
 
 static void meta__on_durable(uv_async_t *a)
@@ -465,41 +498,7 @@ static void meta__on_durable(uv_async_t *a)
         }
     }
     meta__groups_flush(srv);
-    if (!srv->failed && srv->opt.snapshot_bytes > 0 && srv->snap_pid == 0 &&
-        meta_journal_bytes(srv->journal) >=
-            meta_snapshot_due_bytes(srv->state.n_extents, &srv->opt)) {
-        uint64_t t0 = meta__mono_ns();
-        pid_t pid = meta_journal_snapshot_fork(srv->journal, &srv->state);
-        meta__obs_snapshot_forked(meta__mono_ns() - t0, pid > 0);
-        if (pid > 0) {
-            srv->snap_pid = pid;
-            srv->snap_started_ns = t0;
-            uv_timer_start(&srv->snap_timer, meta__on_snap_timer, 10, 10);
-            rn_log(RN_LOG_INFO, "meta_snapshot_started", "extents=%llu fork_ms=%.1f pid=%d",
-                   (unsigned long long)srv->state.n_extents, (meta__mono_ns() - t0) / 1e6,
-                   (int)pid);
-        } else {
-            rn_log(RN_LOG_WARN, "meta_snapshot_fork_failed", "error=\"%s\"", strerror(-pid));
-        }
-    }
-}
-
-static void meta__on_snap_timer(uv_timer_t *t)
-{
-    struct meta_server *srv = t->data;
-    int st = 0;
-    pid_t r = waitpid(srv->snap_pid, &st, WNOHANG);
-    if (r == 0) {
-        return;
-    }
-    bool ok = r == srv->snap_pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    meta_journal_snapshot_forked_done(srv->journal, srv->snap_pid, ok);
-    meta__obs_snapshot_done(meta__mono_ns() - srv->snap_started_ns, ok);
-    rn_log(ok ? RN_LOG_INFO : RN_LOG_ERROR, ok ? "meta_snapshot_written" : "meta_snapshot_failed",
-           "pid=%d total_ms=%.1f", (int)srv->snap_pid,
-           (meta__mono_ns() - srv->snap_started_ns) / 1e6);
-    srv->snap_pid = 0;
-    uv_timer_stop(t);
+    meta__snapshot_tick(srv);
 }
 
 static void meta__journal_notify(void *arg)
@@ -588,10 +587,8 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
     }
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    uv_timer_init(loop, &srv->snap_timer);
-    srv->snap_timer.data = srv;
     meta__groups_open(srv);
-    srv->handles_open = 4;
+    srv->handles_open = 3;
     if (rc == 0) {
         rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
         if (rc == 0) {
@@ -604,7 +601,6 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
     if (rc != 0) {
         uv_close((uv_handle_t *)&srv->listener, meta__on_handle_closed);
         uv_close((uv_handle_t *)&srv->durable_async, meta__on_handle_closed);
-        uv_close((uv_handle_t *)&srv->snap_timer, meta__on_handle_closed);
         uv_close((uv_handle_t *)&srv->group_timer, meta__on_handle_closed);
         return rc;
     }
@@ -627,12 +623,5 @@ void meta_server_close(struct meta_server *srv)
     }
     uv_close((uv_handle_t *)&srv->listener, meta__on_handle_closed);
     uv_close((uv_handle_t *)&srv->durable_async, meta__on_handle_closed);
-    if (srv->snap_pid > 0) {
-        /* Let a running snapshot finish; it is installed at the next start-up only if the
-         * journal allows (it is simply a newer snapshot.tmp otherwise). */
-        waitpid(srv->snap_pid, NULL, 0);
-        srv->snap_pid = 0;
-    }
-    uv_close((uv_handle_t *)&srv->snap_timer, meta__on_handle_closed);
     uv_close((uv_handle_t *)&srv->group_timer, meta__on_handle_closed);
 }

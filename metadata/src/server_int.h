@@ -92,9 +92,7 @@ struct meta_server {
     bool failed;                     /* journal failed: acknowledge nothing */
     int handles_open;                /* listener, async, timer still to close */
     double startup_ms;               /* snapshot load + replay time */
-    uv_timer_t snap_timer;           /* polls a forked snapshot writer */
-    pid_t snap_pid;                  /* its pid, 0 when none runs */
-    uint64_t snap_started_ns;        /* when it was forked (monotonic) */
+    uint64_t snap_started_ns;        /* when the running snapshot started (monotonic) */
     char cluster_id[40];             /* derived from the cluster seed */
     uint64_t next_serial;            /* last meta__conn.serial handed out */
     uv_timer_t group_timer;          /* drives the group coordinator's clock (group_rpc.c) */

@@ -1,29 +1,25 @@
 /*
- * What a forked snapshot costs the metadata service, without the RPC: builds a state of N
- * extents (100 partitions per committed object, as bench_metadata_state does), opens a journal in
- * /tmp, and for several snapshots in a row
- *   - times meta_journal_snapshot_fork(): the loop thread's pause while fork() copies the page
- *     tables (the process's resident size and page-table size, VmPTE, are printed);
- *   - while the child writes and for 2 s after it is installed, journals one commit of P
- *     partitions every 5 ms (200 commits/s) and measures each one's append -> durable latency
- *     (write + fdatasync by the writer thread, which also installs the snapshot): p50, p99 and
- *     max, and the max over the 2 s after the install was asked for.
+ * What a background snapshot costs the metadata service, without the RPC: builds a state of N
+ * extents (100 partitions per committed object, as bench_metadata_state does), writes it as the
+ * journal's base snapshot, and then for several snapshots in a row
+ *   - times meta_journal_snapshot_start(): the loop thread's pause (asking for the switch to a
+ *     new journal file and starting the thread);
+ *   - while the snapshot thread rebuilds the state from the files and writes it, and for 2 s
+ *     after its install was asked for, journals one commit of P partitions every 5 ms (200
+ *     commits/s) and measures each one's append -> durable latency (write + fdatasync by the
+ *     writer thread, which also installs the snapshot): p50, p99 and max, and the max over the
+ *     2 s after the install was asked for.
  * Only the journal's own stalls show here; the machine's scheduling of a client and a server
- * (bench_metadata_commit) does not. At the end, as a reference for the fork pause, it forks a
- * plain anonymous region of the same resident size, once with 4 KiB pages and once advised
- * MADV_HUGEPAGE (what huge-page-backed extent storage would give).
+ * (bench_metadata_commit) does not. The process's resident size is printed before and at the
+ * end (the snapshot thread holds a second copy of the state while it runs).
  *
  * usage: bench_metadata_snapshot [EXTENTS] [SNAPSHOTS] [P]   (default 10000000, 3, 1000)
- * Try GLIBC_TUNABLES=glibc.malloc.hugetlb=1 to let malloc back its large blocks with
- * transparent huge pages (fewer page-table entries to copy).
  */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,45 +56,6 @@ static long status_kib(const char *field)
     return v;
 }
 
-static int cmp_d(const void *a, const void *b);
-
-/* Times fork() of a process holding `bytes` of touched anonymous memory (3 forks, the median). */
-static double fork_region_ms(size_t bytes, bool huge, long *huge_kib)
-{
-    uint8_t *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        return -1;
-    }
-    if (huge) {
-        (void)madvise(p, bytes, MADV_HUGEPAGE);
-    }
-    memset(p, 1, bytes);
-    *huge_kib = -1;
-    FILE *f = fopen("/proc/self/smaps_rollup", "r");
-    char line[256];
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "AnonHugePages:", 14) == 0) {
-            *huge_kib = strtol(line + 14, NULL, 10);
-        }
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    double ms[3];
-    for (int i = 0; i < 3; i++) {
-        double a = now_s();
-        pid_t pid = fork();
-        if (pid == 0) {
-            _exit(0);
-        }
-        ms[i] = (now_s() - a) * 1000;
-        waitpid(pid, NULL, 0);
-    }
-    munmap(p, bytes);
-    qsort(ms, 3, sizeof(double), cmp_d);
-    return ms[1];
-}
-
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a;
@@ -113,7 +70,7 @@ int main(int argc, char **argv)
     int parts = argc > 3 ? atoi(argv[3]) : 1000;
     g_lat = malloc(sizeof(double) * MAX_LAT);
     char dir[64];
-    snprintf(dir, sizeof(dir), "/tmp/runnel-bench-fork-XXXXXX");
+    snprintf(dir, sizeof(dir), "/tmp/runnel-bench-snapshot-XXXXXX");
     if (mkdtemp(dir) == NULL || snaps < 1 || snaps > 100 || parts < 1 || parts > 1000) {
         return 1;
     }
@@ -149,22 +106,21 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    long huge_kib = -1;
-    FILE *f = fopen("/proc/self/smaps_rollup", "r");
-    char line[256];
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "AnonHugePages:", 14) == 0) {
-            huge_kib = strtol(line + 14, NULL, 10);
-        }
+    printf("metadata snapshot cost: %llu extents built in %.1f s; RSS %ld MiB\n",
+           (unsigned long long)s.n_extents, now_s() - t0, status_kib("VmRSS:") / 1024);
+    /* The state so far is the journal's base snapshot, as a running service's would be. */
+    t0 = now_s();
+    if (meta_journal_snapshot(j, &s) != 0) {
+        fprintf(stderr, "base snapshot failed\n");
+        return 1;
     }
-    if (f != NULL) {
-        fclose(f);
+    char base[128];
+    snprintf(base, sizeof(base), "%s/snapshot.%020llu", dir,
+             (unsigned long long)meta_journal_generation(j));
+    while (access(base, F_OK) != 0 && meta_journal_failed(j) == 0) {
+        usleep(1000);
     }
-    printf("metadata snapshot cost: %llu extents built in %.1f s; RSS %ld MiB (%ld MiB in huge "
-           "pages), page tables (VmPTE) %ld KiB; GLIBC_TUNABLES=%s\n",
-           (unsigned long long)s.n_extents, now_s() - t0, status_kib("VmRSS:") / 1024,
-           huge_kib / 1024, status_kib("VmPTE:"),
-           getenv("GLIBC_TUNABLES") ? getenv("GLIBC_TUNABLES") : "");
+    printf("base snapshot written in %.1f s\n", now_s() - t0);
     /* One commit of `parts` partitions, encoded once, journaled again and again. */
     struct meta_commit_range *cr = calloc((size_t)parts, sizeof(*cr));
     struct meta_commit_part *cp = calloc((size_t)parts, sizeof(*cp));
@@ -182,12 +138,13 @@ int main(int argc, char **argv)
     struct meta_op_buf op = {0};
     meta_op_commit(&op, NOW, &one);
     double pause[100];
+    long rss_max = 0;
     for (int i = 0; i < snaps; i++) {
         double a = now_s();
-        pid_t pid = meta_journal_snapshot_fork(j, &s);
+        int rc = meta_journal_snapshot_start(j);
         double b = now_s();
-        if (pid < 0) {
-            fprintf(stderr, "fork failed\n");
+        if (rc != 0) {
+            fprintf(stderr, "snapshot start failed: %d\n", rc);
             return 1;
         }
         pause[i] = (b - a) * 1000;
@@ -195,16 +152,19 @@ int main(int argc, char **argv)
         double install_at = 0;
         double install_max = 0;
         double next = now_s();
-        double child_s = 0;
+        double thread_s = 0;
         while (install_at == 0 || now_s() < install_at + 2) {
-            if (install_at == 0) {
-                int st = 0;
-                if (waitpid(pid, &st, WNOHANG) == pid) {
-                    child_s = now_s() - b;
-                    meta_journal_snapshot_forked_done(j, pid,
-                                                      WIFEXITED(st) && WEXITSTATUS(st) == 0);
-                    install_at = now_s();
+            if (install_at == 0 && !meta_journal_snapshot_running(j)) {
+                thread_s = now_s() - b;
+                if (meta_journal_snapshot_poll(j, err, sizeof(err)) != 1) {
+                    fprintf(stderr, "snapshot failed: %s\n", err);
+                    return 1;
                 }
+                install_at = now_s();
+            }
+            if (install_at == 0 && (n & 63) == 0) {
+                long rss = status_kib("VmRSS:");
+                rss_max = rss > rss_max ? rss : rss_max;
             }
             double t = now_s();
             uint64_t seq = meta_journal_append(j, &op);
@@ -225,28 +185,21 @@ int main(int argc, char **argv)
             }
         }
         qsort(g_lat, n, sizeof(double), cmp_d);
-        printf("  snapshot %d: fork pause %.1f ms; child %.2f s; %zu commits of %d partitions "
+        printf("  snapshot %d: start pause %.3f ms; thread %.2f s; %zu commits of %d partitions "
                "at 200/s: latency p50 %.3f ms, p99 %.3f ms, max %.3f ms; max after the install "
                "was asked for %.3f ms\n",
-               i + 1, pause[i], child_s, n, parts, g_lat[n / 2], g_lat[(size_t)(0.99 * (n - 1))],
+               i + 1, pause[i], thread_s, n, parts, g_lat[n / 2], g_lat[(size_t)(0.99 * (n - 1))],
                g_lat[n - 1], install_max);
     }
     qsort(pause, (size_t)snaps, sizeof(double), cmp_d);
-    printf("fork pause over %d snapshots: min %.1f ms, median %.1f ms, max %.1f ms\n", snaps,
-           pause[0], pause[snaps / 2], pause[snaps - 1]);
+    printf("start pause over %d snapshots: min %.3f ms, median %.3f ms, max %.3f ms; peak RSS "
+           "while a snapshot was built %ld MiB\n",
+           snaps, pause[0], pause[snaps / 2], pause[snaps - 1], rss_max / 1024);
     meta_op_buf_free(&op);
     free(cr);
     free(cp);
     meta_journal_close(j);
-    size_t rss = (size_t)status_kib("VmRSS:") * 1024;
     meta_state_free(&s);
-    long h4k = 0;
-    long h2m = 0;
-    double plain = fork_region_ms(rss, false, &h4k);
-    double huge = fork_region_ms(rss, true, &h2m);
-    printf("reference: fork of a plain %zu MiB region: %.1f ms with 4 KiB pages, %.1f ms advised "
-           "MADV_HUGEPAGE (%ld MiB in huge pages)\n",
-           rss >> 20, plain, huge, h2m / 1024);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : 1;

@@ -3,7 +3,7 @@
  * commits at it through the client library, SIGKILLs it mid-load, restarts it, and checks that
  * every acknowledged commit is present exactly once at the offsets it was acknowledged with, and
  * that each partition's extents are contiguous with no object appearing twice. The service runs
- * with 256 KiB snapshots, so kills also land during forked snapshots and journal rotations.
+ * with 256 KiB snapshots, so kills also land during background snapshots and journal rotations.
  * After the rounds killed at random moments come rounds killed at each step of a snapshot: the
  * service is started with RUNNEL_META_CRASH_AT=<point> and SIGKILLs itself there (right after a
  * journal rotation; with a half-written snapshot temporary; with a complete one not yet renamed;

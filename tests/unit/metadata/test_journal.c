@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runnel/metadata/journal.h"
@@ -32,6 +31,16 @@ static void wait_durable(struct meta_journal *j, uint64_t seq)
     for (int i = 0; i < 5000 && meta_journal_durable_seq(j) < seq && !meta_journal_failed(j); i++) {
         usleep(1000);
     }
+}
+
+/* Waits (at most 20 s) for a background snapshot's thread to end, then reaps it: what
+ * meta_journal_snapshot_poll said, with the reason of a failure in `why`. */
+static int wait_snapshot(struct meta_journal *j, char *why, size_t why_len)
+{
+    for (int i = 0; i < 20000 && meta_journal_snapshot_running(j); i++) {
+        usleep(1000);
+    }
+    return meta_journal_snapshot_poll(j, why, why_len);
 }
 
 static void make_dir(char *dir, size_t len)
@@ -374,7 +383,9 @@ static void test_large_obsolete_files(void **state)
     rm_dir(dir);
 }
 
-static void test_snapshot_fork(void **state)
+/* A background snapshot rebuilds the state from the files while records keep coming, and is
+ * installed with nothing copied. */
+static void test_snapshot_background(void **state)
 {
     (void)state;
     char dir[64];
@@ -387,21 +398,23 @@ static void test_snapshot_fork(void **state)
     struct meta_journal *j = NULL;
     assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
     uint64_t seq = drive(&s, j, "f", 300);
-    pid_t pid = meta_journal_snapshot_fork(j, &s);
-    assert_true(pid > 0);
+    assert_int_equal(meta_journal_snapshot_poll(j, err, sizeof(err)), 0); /* none yet */
+    assert_int_equal(meta_journal_snapshot_start(j), 0);
     /* One at a time. */
-    assert_int_equal(meta_journal_snapshot_fork(j, &s), -EBUSY);
+    assert_int_equal(meta_journal_snapshot_start(j), -EBUSY);
     assert_int_equal(meta_journal_snapshot(j, &s), -EBUSY);
-    /* Records keep flowing while the child writes; they go to journal.2. */
-    seq = drive(&s, j, "f", 20);
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     wait_durable(j, seq);
     off_t old_size = file_size(dir, gname("journal", 1));
+    /* Records keep flowing while the snapshot is built; they go to journal.2, and the snapshot
+     * reflects exactly the records before the switch (checked by the reopen below: replay
+     * continues from its sequence). */
+    seq = drive(&s, j, "f", 20);
+    wait_durable(j, seq);
     off_t new_size = file_size(dir, gname("journal", 2));
     assert_true(old_size > 0 && new_size > 0);
-    meta_journal_snapshot_forked_done(j, pid, true);
+    assert_int_equal(wait_snapshot(j, err, sizeof(err)), 1);
+    assert_false(meta_journal_snapshot_running(j));
+    assert_int_equal(meta_journal_snapshot_poll(j, err, sizeof(err)), 0); /* reaped */
     seq = drive(&s, j, "f", 5);
     wait_durable(j, seq);
     /* The install happens on the writer thread; wait for journal.1 to go. */
@@ -469,8 +482,9 @@ static void remove_file(const char *dir, const char *name)
 
 /*
  * The states a crash leaves between a snapshot's rotation and the end of its deletes. Each is
- * built from a real run: a seed snapshot (generation 2), records, a forked snapshot (generation
- * 3, rotation done, child finished but the install not asked for), more records, then the
+ * built from a real run: a seed snapshot (generation 2), records, a background snapshot
+ * (generation 3, rotation done, its thread finished but the install not asked for), more
+ * records, then the
  * journal is closed, which is what the disk holds after a kill at that moment. The files are
  * then arranged as each later step would have left them, and every arrangement must reopen to
  * the same state with the same next sequence, leaving exactly the newest snapshot's files.
@@ -490,15 +504,20 @@ static void test_crash_states(void **state)
     drive(&s, j, "c", 50);
     assert_int_equal(meta_journal_snapshot(j, &s), 0);
     wait_durable(j, drive(&s, j, "c", 50)); /* the writer took the first switch */
-    pid_t pid = meta_journal_snapshot_fork(j, &s);
-    assert_true(pid > 0);
+    /* A snapshot starts only on top of an installed one: busy until snapshot.2 is in place. */
+    int rc = -EBUSY;
+    for (int i = 0; i < 5000 && (rc = meta_journal_snapshot_start(j)) == -EBUSY; i++) {
+        usleep(1000);
+    }
+    assert_int_equal(rc, 0);
+    assert_true(file_size(dir, gname("snapshot", 2)) > 0);
     uint64_t seq = drive(&s, j, "c", 30);
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (int i = 0; i < 20000 && meta_journal_snapshot_running(j); i++) {
+        usleep(1000);
+    }
     wait_durable(j, seq);
     meta_journal_close(j);
-    /* Killed after the child finished, before the rename. */
+    /* Killed after the snapshot thread finished, before the rename. */
     list_dir(dir, files, sizeof(files));
     snprintf(want, sizeof(want), "%s %s %s %s.tmp", gname("journal", 2), gname("journal", 3),
              gname("snapshot", 2), gname("snapshot", 3));
@@ -519,7 +538,7 @@ static void test_crash_states(void **state)
     remove_file(dir, gname("journal", 3));
     copy_file(dir, "keep-j3", gname("journal", 3));
 
-    /* 2. a half-written temporary (the child was killed with its parent). */
+    /* 2. a half-written temporary (killed while the snapshot thread wrote it). */
     copy_file(dir, "keep-complete", save);
     char path[256];
     snprintf(path, sizeof(path), "%s/%s", dir, save);
@@ -565,12 +584,19 @@ static void test_rotation_errors(void **state)
     meta_state_init(&s, NULL);
     struct meta_journal *j = NULL;
     assert_int_equal(meta_journal_open(&j, dir, &s, NULL, NULL, err, sizeof(err)), 0);
-    drive(&s, j, "e", 20);
-    /* A failed child: the rotation stays, no snapshot; the next records go to journal.2. */
-    pid_t pid = meta_journal_snapshot_fork(j, &s);
-    assert_true(pid > 0);
-    waitpid(pid, NULL, 0);
-    meta_journal_snapshot_forked_done(j, pid, false);
+    /* A failed snapshot: the rotation stays, no snapshot; the next records go to journal.2.
+     * It fails to create its temporary (a directory of that name is in the way). */
+    wait_durable(j, drive(&s, j, "e", 20));
+    char tmp[128];
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, gname("snapshot", 2));
+    assert_int_equal(mkdir(tmp, 0755), 0);
+    assert_int_equal(meta_journal_snapshot_start(j), 0);
+    char why[512];
+    assert_int_equal(wait_snapshot(j, why, sizeof(why)), -EISDIR);
+    assert_non_null(strstr(why, tmp));
+    assert_int_equal(rmdir(tmp), 0);
+    assert_int_equal(meta_journal_failed(j), 0);
+    assert_int_equal(file_size(dir, gname("snapshot", 2)), -1);
     uint64_t seq = drive(&s, j, "e", 20);
     wait_durable(j, seq);
     meta_journal_close(j);
@@ -850,8 +876,7 @@ static void test_rotation_fsync_failure(void **state)
     FILE *f = fopen(hook, "w");
     assert_non_null(f);
     fclose(f);
-    pid_t pid = meta_journal_snapshot_fork(j, &s);
-    assert_true(pid > 0);
+    assert_int_equal(meta_journal_snapshot_start(j), 0);
     struct meta_op_buf op = {0};
     meta_op_heartbeat(&op, NOW, 1, 1);
     /* The writer may fail the switch before or after this append arrives: taken (and never
@@ -862,9 +887,8 @@ static void test_rotation_fsync_failure(void **state)
         usleep(1000);
     }
     assert_int_equal(meta_journal_failed(j), -5 /* -EIO */);
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    meta_journal_snapshot_forked_done(j, pid, WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char why[512];
+    assert_true(wait_snapshot(j, why, sizeof(why)) < 0); /* it never saw its records durable */
     usleep(50000);
     assert_int_equal(meta_journal_durable_seq(j), ok);
     meta_journal_close(j);
@@ -894,7 +918,7 @@ int run_test_journal(void)
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_snapshot),
         cmocka_unit_test(test_large_obsolete_files),
-        cmocka_unit_test(test_snapshot_fork),
+        cmocka_unit_test(test_snapshot_background),
         cmocka_unit_test(test_crash_states),
         cmocka_unit_test(test_rotation_errors),
         cmocka_unit_test(test_legacy_layout),

@@ -5,9 +5,11 @@
  * Files in the data directory (<G> is a generation, 20 decimal digits, so names sort by it):
  *   journal.<G>   records: u32 body_len | u32 crc32c(body) | body
  *                 body = u64 seq | u8 op | i64 now_ms | op payload (big-endian, see journal.c)
- *   snapshot.<G>  "RNLSNAP2" | u64 last_seq | u64 len | u32 crc32c | u32 0 | state bytes
+ *   snapshot.<G>  "RNLSNAP3" | u64 last_seq | u64 stored len | u64 raw len | u32 crc32c(stored)
+ *                 | u32 crc32c(header bytes 8-35) | zstd frame of the state bytes
  *                 (meta_state_serialize); it reflects exactly the records of journal files of
  *                 generations below G, and journal.<G> starts with record last_seq + 1.
+ *                 ("RNLSNAP2", uncompressed, and "RNLSNAPF" files still load.)
  * Sequence numbers run on across files. Taking a snapshot rotates: appends switch to a new
  * journal file at the point the snapshot reflects; once the snapshot is durable (written to
  * snapshot.<G>.tmp, fdatasynced, renamed, directory fsynced) the older files are deleted.
@@ -32,7 +34,7 @@
  * posix preload (fiu-run / fiu-ctrl, failing posix/io/sync/fdatasync) works as well. When
  * RUNNEL_META_CRASH_AT (read at open) names a crash point, the process SIGKILLs itself there:
  * "rotated" (a new journal file was created and its directory entry synced), "snapshot-partial"
- * (in the snapshot child, after writing half of the temporary; it kills the parent),
+ * (on the background snapshot thread, after writing half of the temporary),
  * "before-rename" (a complete temporary, not yet renamed), "renamed" (snapshot in place, nothing
  * deleted), "mid-delete" (after the first of the covered files was deleted).
  */
@@ -42,7 +44,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 #include "runnel/metadata/state.h"
 
@@ -120,9 +121,10 @@ uint64_t meta_journal_last_seq(const struct meta_journal *j);
 /* 0, or the negative errno of the write/fdatasync that failed (thread-safe). */
 int meta_journal_failed(struct meta_journal *j);
 /*
- * Limits how fast a forked snapshot (meta_journal_snapshot_fork) writes its file: at most
- * `bytes_per_s`, in 1 MiB slices each written back before the next; 0 (the default) writes as
- * fast as the disk takes it. Loop thread; applies to snapshots forked afterwards.
+ * Limits how fast a background snapshot (meta_journal_snapshot_start) writes its file: at most
+ * `bytes_per_s` of compressed bytes, in 1 MiB slices each written back before the next; 0 (the
+ * default) writes as fast as the disk takes it. Loop thread; applies to snapshots started
+ * afterwards.
  */
 void meta_journal_set_snapshot_rate(struct meta_journal *j, uint64_t bytes_per_s);
 
@@ -133,21 +135,29 @@ uint64_t meta_journal_bytes(const struct meta_journal *j);
  * Writes a snapshot of `s` (which must reflect every appended record): the state is serialised
  * on the calling thread; the writer thread switches to a new journal file after the records
  * appended so far, writes the snapshot and deletes the files it covers. Returns 0, -EBUSY while
- * a forked snapshot runs or a switch is not yet taken, or a negative errno.
+ * a background snapshot runs or a switch is not yet taken, or a negative errno.
  */
 int meta_journal_snapshot(struct meta_journal *j, const struct meta_state *s);
 
 /*
- * Like meta_journal_snapshot, but the state is serialised and written by a forked child (a
- * copy-on-write image), so the calling thread pauses only for fork(). Appends switch to a new
- * journal file right after the records the image reflects. Returns the child's pid, -EBUSY while
- * an earlier forked snapshot is not reported done, or a negative errno. The caller reaps the
- * child and reports with meta_journal_snapshot_forked_done(ok = exited 0); only then, on the
- * writer thread between group commits, is the snapshot renamed into place and the covered
- * journal files deleted. A failed child leaves the rotation (the next snapshot covers it too).
+ * Starts a snapshot that never stops the calling thread: appends switch to a new journal file
+ * right after the records appended so far, and a background thread rebuilds the state those
+ * records reflect from the files on disk (the newest snapshot, then the journal files up to the
+ * switch, as start-up does), serialises it and writes snapshot.<gen>.tmp at the snapshot rate.
+ * The caller's state is not read. Returns 0, -EBUSY while an earlier snapshot runs or is not yet
+ * installed, or a negative errno. Loop thread. The thread calls the journal's notify function
+ * when it is done.
  */
-pid_t meta_journal_snapshot_fork(struct meta_journal *j, const struct meta_state *s);
-void meta_journal_snapshot_forked_done(struct meta_journal *j, pid_t pid, bool ok);
+int meta_journal_snapshot_start(struct meta_journal *j);
+/* Whether the thread of a snapshot started with meta_journal_snapshot_start still works. */
+bool meta_journal_snapshot_running(struct meta_journal *j);
+/*
+ * Reports a background snapshot: 0 when none ran or it still runs; 1 when it was written (the
+ * writer thread then renames it into place between group commits and deletes the files it
+ * covers); a negative errno when it failed, with the reason in `err` (the rotation stays; the
+ * next snapshot covers both files). Loop thread.
+ */
+int meta_journal_snapshot_poll(struct meta_journal *j, char *err, size_t err_len);
 
 /* Generation of the newest journal file asked for (grows by one per snapshot). */
 uint64_t meta_journal_generation(const struct meta_journal *j);
