@@ -38,7 +38,7 @@
 #define META_SNAPSHOT_MAGIC_V1 "RNLSNAPF" /* the oldest header, a u32 length */
 #define META_SNAPSHOT_HEADER 40
 #define META_SNAPSHOT_HEADER_V2 32
-#define META_SNAPSHOT_ZSTD_LEVEL 1 /* fast: the child's CPU is the loop's neighbour */
+#define META_SNAPSHOT_ZSTD_LEVEL 1 /* fast: the snapshot thread's CPU is the loop's neighbour */
 #define META_SNAPSHOT_RAW_MAX ((uint64_t)1 << 40) /* a larger raw length is corruption */
 #define META_SNAPSHOT_SLICE ((size_t)1 << 20)     /* snapshot bytes written back at a time */
 #define META_DELETE_STEP ((size_t)8 << 20)        /* obsolete files shrink by this much at a time */
@@ -1185,7 +1185,7 @@ static int meta__cmp_u64(const void *a, const void *b)
 }
 
 /*
- * Deletes temporaries (a snapshot child killed with its parent, the copy of the older design),
+ * Deletes temporaries (a snapshot written when the process died, the copy of the older design),
  * gives the files of the layout before rotation (`journal`, `snapshot`) generation 0, and lists
  * the generations present.
  */

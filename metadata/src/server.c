@@ -429,8 +429,8 @@ static void meta__on_connection(uv_stream_t *server, int status)
 /* ---- durability ---- */
 
 /*
- * A snapshot costs in proportion to the state (the fork's page tables, the copy-on-write pages,
- * the child's serialising); tying the interval to the state's size keeps that cost per journal
+ * A snapshot costs in proportion to the state (the snapshot thread loads, replays and
+ * serialises all of it); tying the interval to the state's size keeps that cost per journal
  * byte bounded as the state grows, and start-up (load the snapshot, replay the journal) at most
  * about twice a snapshot's load at 100 %.
  */
@@ -459,19 +459,20 @@ static void meta__snapshot_tick(struct meta_server *srv)
                    why[0] != '\0' ? why : strerror(-done));
         }
     }
+    uint64_t t0 = meta__mono_ns();
     if (srv->failed || srv->opt.snapshot_bytes == 0 ||
-        meta_journal_snapshot_running(srv->journal) ||
+        meta_journal_snapshot_running(srv->journal) || t0 < srv->snap_retry_ns ||
         meta_journal_bytes(srv->journal) <
             meta_snapshot_due_bytes(srv->state.n_extents, &srv->opt)) {
         return;
     }
-    uint64_t t0 = meta__mono_ns();
     int rc = meta_journal_snapshot_start(srv->journal);
     if (rc == 0) {
         srv->snap_started_ns = t0;
         rn_log(RN_LOG_INFO, "meta_snapshot_started", "extents=%llu",
                (unsigned long long)srv->state.n_extents);
     } else if (rc != -EBUSY) {
+        srv->snap_retry_ns = t0 + 1000000000u; /* no thread: try again in a second */
         meta__obs_snapshot_done(0, false);
         rn_log(RN_LOG_WARN, "meta_snapshot_start_failed", "error=\"%s\"", strerror(-rc));
     }

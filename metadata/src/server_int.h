@@ -93,6 +93,7 @@ struct meta_server {
     int handles_open;                /* listener, async, timer still to close */
     double startup_ms;               /* snapshot load + replay time */
     uint64_t snap_started_ns;        /* when the running snapshot started (monotonic) */
+    uint64_t snap_retry_ns;          /* no snapshot starts before this (after a failed start) */
     char cluster_id[40];             /* derived from the cluster seed */
     uint64_t next_serial;            /* last meta__conn.serial handed out */
     uv_timer_t group_timer;          /* drives the group coordinator's clock (group_rpc.c) */
