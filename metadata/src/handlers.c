@@ -451,13 +451,13 @@ static int meta__commit(struct meta__ctx *x, struct meta__buf *body)
      * writes and fdatasyncs the record while this thread applies it and encodes the answer
      * (replay applies the same record to the same state, with the same outcome). At 1,000
      * partitions per commit that is about two thirds of the loop's work per commit. */
-    bool taken = meta_state_commit_check(s, x->now, &c) == 0;
-    if (taken) {
+    int16_t refused = meta_state_commit_check(s, x->now, &c);
+    if (refused == 0) {
         meta_op_commit(&x->srv->op, x->now, &c);
         meta__journal_op(x->srv);
     }
-    int16_t err = meta_state_commit(s, x->now, &c, pr, rr);
-    if (taken) {
+    int16_t err = meta_state_commit_checked(s, refused, &c, pr, rr);
+    if (refused == 0) {
         for (int32_t i = 0; i < np; i++) {
             if (pr[i].error == 0) {
                 struct meta_topic *t = meta_state_topic_by_id(s, &pr[i].topic_id);

@@ -975,6 +975,13 @@ int16_t meta_state_commit_check(const struct meta_state *s, int64_t now_ms,
 int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct meta_commit *c,
                           struct meta_part_result *parts, struct meta_range_result *ranges)
 {
+    return meta_state_commit_checked(s, meta_state_commit_check(s, now_ms, c), c, parts, ranges);
+}
+
+int16_t meta_state_commit_checked(struct meta_state *s, int16_t refused,
+                                  const struct meta_commit *c, struct meta_part_result *parts,
+                                  struct meta_range_result *ranges)
+{
     size_t nr = 0;
     for (uint32_t i = 0; i < c->n_parts; i++) {
         memset(&parts[i], 0, sizeof(parts[i]));
@@ -988,7 +995,6 @@ int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct met
             ranges[nr].base_offset = -1;
         }
     }
-    int16_t refused = meta_state_commit_check(s, now_ms, c);
     if (refused == KP_ERROR_REQUEST_TIMED_OUT) {
         for (uint32_t i = 0; i < c->n_parts; i++) {
             parts[i].error = KP_ERROR_REQUEST_TIMED_OUT;

@@ -305,6 +305,13 @@ int16_t meta_state_commit(struct meta_state *s, int64_t now_ms, const struct met
  */
 int16_t meta_state_commit_check(const struct meta_state *s, int64_t now_ms,
                                 const struct meta_commit *c);
+/*
+ * meta_state_commit for a commit whose meta_state_commit_check, on this same state, returned
+ * `refused`: the checks are not run twice.
+ */
+int16_t meta_state_commit_checked(struct meta_state *s, int16_t refused,
+                                  const struct meta_commit *c, struct meta_part_result *parts,
+                                  struct meta_range_result *ranges);
 
 /* ---- queries ---- */
 
