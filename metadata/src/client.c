@@ -344,6 +344,7 @@ int meta_client_open(struct meta_client **out, uv_loop_t *loop, const char *host
     c->port = port;
     c->backoff_ms = 100;
     kp_arena_init(&c->arena, 0);
+    kp_arena_keep(&c->arena, 4u << 20); /* answers of the same size take no malloc */
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     meta__client_connect(c);

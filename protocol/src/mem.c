@@ -6,6 +6,7 @@
  */
 #include "runnel/protocol/mem.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #define KP__ARENA_BLOCK 8192 /* default block payload, bytes */
 #define KP__ALIGN 16         /* alignment of every arena allocation, bytes */
+#define KP__ARENA_GROW 65536 /* a kept block's size is a multiple of this, bytes */
 
 struct kp_arena_block {
     struct kp_arena_block *next; /* older block */
@@ -67,6 +69,12 @@ void kp_arena_init(struct kp_arena *a, size_t limit)
     a->head = NULL;
     a->used = 0;
     a->limit = limit;
+    a->keep = 0;
+}
+
+void kp_arena_keep(struct kp_arena *a, size_t bytes)
+{
+    a->keep = bytes;
 }
 
 void *kp_arena_alloc(struct kp_arena *a, size_t size)
@@ -121,14 +129,26 @@ void kp_arena_reset(struct kp_arena *a)
 {
     struct kp_arena_block *keep = NULL;
     struct kp_arena_block *b = a->head;
-    while (b != NULL) {
-        struct kp_arena_block *next = b->next;
-        if (keep == NULL && b->size == KP__ARENA_BLOCK) {
-            keep = b;
-        } else {
-            free(b);
+    bool one = b != NULL && b->next == NULL;
+    if (a->keep > 0 && one && b->size <= a->keep) {
+        keep = b; /* the round fitted in the kept block */
+    } else {
+        while (b != NULL) {
+            struct kp_arena_block *next = b->next;
+            if (keep == NULL && b->size == KP__ARENA_BLOCK) {
+                keep = b;
+            } else {
+                free(b);
+            }
+            b = next;
         }
-        b = next;
+        /* Several blocks: the next round of this size gets one block of the whole use. */
+        size_t want = (a->used + KP__ARENA_GROW - 1) & ~(size_t)(KP__ARENA_GROW - 1);
+        if (a->keep > 0 && !one && want > KP__ARENA_BLOCK && want <= a->keep) {
+            free(keep);
+            keep = kp_xmalloc(sizeof(*keep) + want);
+            keep->size = want;
+        }
     }
     if (keep != NULL) {
         keep->next = NULL;
@@ -136,6 +156,15 @@ void kp_arena_reset(struct kp_arena *a)
     }
     a->head = keep;
     a->used = 0;
+}
+
+size_t kp_arena_held(const struct kp_arena *a)
+{
+    size_t n = 0;
+    for (const struct kp_arena_block *b = a->head; b != NULL; b = b->next) {
+        n += b->size;
+    }
+    return n;
 }
 
 void kp_arena_free(struct kp_arena *a)

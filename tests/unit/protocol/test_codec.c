@@ -149,6 +149,60 @@ static void test_arena_limit(void **state)
     kp_arena_free(&a);
 }
 
+/* Allocates `n` runs of `size` bytes, filled with 0xff; returns the first. */
+static uint8_t *arena_round(struct kp_arena *a, int n, size_t size, uint8_t **last)
+{
+    uint8_t *first = NULL;
+    for (int i = 0; i < n; i++) {
+        uint8_t *p = kp_arena_alloc(a, size);
+        assert_non_null(p);
+        for (size_t k = 0; k < size; k++) {
+            assert_int_equal(p[k], 0); /* zero-filled, also when the block is reused */
+        }
+        memset(p, 0xff, size);
+        if (first == NULL) {
+            first = p;
+        }
+        *last = p;
+    }
+    return first;
+}
+
+static void test_arena_keep(void **state)
+{
+    (void)state;
+    struct kp_arena a;
+    kp_arena_init(&a, 0);
+    kp_arena_keep(&a, 1u << 20);
+    uint8_t *last;
+    arena_round(&a, 60, 5000, &last); /* 300,000 bytes over many blocks */
+    assert_true(kp_arena_held(&a) >= 300000);
+    kp_arena_reset(&a);
+    /* One block of the round's use, rounded up to 64 KiB; the same round fits in it. */
+    assert_int_equal(kp_arena_held(&a), 5 * 65536);
+    uint8_t *first = arena_round(&a, 60, 5000, &last);
+    assert_ptr_equal(last, first + 59 * 5008); /* contiguous: 5000 rounded up to 16 */
+    assert_int_equal(kp_arena_held(&a), 5 * 65536);
+    kp_arena_reset(&a);
+    assert_int_equal(kp_arena_held(&a), 5 * 65536);
+    /* A smaller round keeps the block; a larger one replaces it, up to the bound. */
+    arena_round(&a, 2, 100, &last);
+    kp_arena_reset(&a);
+    assert_int_equal(kp_arena_held(&a), 5 * 65536);
+    arena_round(&a, 100, 20000, &last); /* 2 MB: more than the arena may keep */
+    kp_arena_reset(&a);
+    assert_true(kp_arena_held(&a) <= 8192);
+    kp_arena_free(&a);
+    assert_int_equal(kp_arena_held(&a), 0);
+
+    /* Without kp_arena_keep, a reset keeps one small block at most. */
+    kp_arena_init(&a, 0);
+    arena_round(&a, 60, 5000, &last);
+    kp_arena_reset(&a);
+    assert_true(kp_arena_held(&a) <= 8192);
+    kp_arena_free(&a);
+}
+
 /* A claim that takes runs starting with 'X' and remembers where they go. */
 struct claims {
     struct kp_gather g;  /* first: the writer hands this back */
@@ -210,6 +264,7 @@ int run_test_codec(void)
         cmocka_unit_test(test_strings_and_lengths),
         cmocka_unit_test(test_writer_overflow_is_sticky),
         cmocka_unit_test(test_arena_limit),
+        cmocka_unit_test(test_arena_keep),
         cmocka_unit_test(test_writer_gather),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);

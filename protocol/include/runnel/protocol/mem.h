@@ -24,10 +24,23 @@ struct kp_arena {
     struct kp_arena_block *head; /* newest block; allocations come from here */
     size_t used;                 /* bytes handed out since init/reset */
     size_t limit;                /* max bytes handed out; 0 means no limit */
+    size_t keep;                 /* block bytes a reset may keep (kp_arena_keep); 0: one small */
 };
 
 /* Prepares an empty arena that will hand out at most `limit` bytes (0: unlimited). */
 void kp_arena_init(struct kp_arena *a, size_t limit);
+
+/*
+ * Lets kp_arena_reset() keep up to `bytes` of block memory instead of one small block: after a
+ * round that needed several blocks, the reset replaces them by one block as large as the
+ * round's use (at most `bytes`), so that rounds of the same size take no malloc and touch no
+ * fresh pages. For arenas reused by one busy caller (a server's per-request arena); the memory
+ * stays allocated until kp_arena_free().
+ */
+void kp_arena_keep(struct kp_arena *a, size_t bytes);
+
+/* Bytes of block memory the arena holds (what a reset kept plus what came since). */
+size_t kp_arena_held(const struct kp_arena *a);
 
 /*
  * Returns `size` bytes aligned for any type, zero-filled, valid until the next reset or free.
@@ -41,7 +54,7 @@ void *kp_arena_calloc(struct kp_arena *a, size_t n, size_t size);
 /* Copies `len` bytes into the arena; NULL when over the limit. */
 void *kp_arena_memdup(struct kp_arena *a, const void *src, size_t len);
 
-/* Forgets every allocation but keeps the first block for reuse. */
+/* Forgets every allocation but keeps one block for reuse (see kp_arena_keep). */
 void kp_arena_reset(struct kp_arena *a);
 
 /* Releases every block. The arena may be initialised again afterwards. */
