@@ -909,9 +909,10 @@ static void meta__append_extent(struct meta_state *s, struct meta_partition *p, 
     struct meta_extent *e = &p->ext[p->n_ext];
     e->base_offset = p->hwm;
     e->max_ts = r->max_ts;
-    e->ts_prefix_max = p->n_ext == 0 || r->max_ts > p->ext[p->n_ext - 1].ts_prefix_max
-                           ? r->max_ts
-                           : p->ext[p->n_ext - 1].ts_prefix_max;
+    /* The previous extent's prefix maximum is the partition's maximum: read from the partition,
+     * not from an extent that may no longer be in cache. */
+    bool newest = p->n_ext == 0 || r->max_ts > p->max_ts;
+    e->ts_prefix_max = newest ? r->max_ts : p->max_ts;
     e->chunk_off = (uint64_t)cp->chunk_off;
     e->chunk_len = (uint32_t)cp->chunk_len;
     e->object = obj;
@@ -919,8 +920,9 @@ static void meta__append_extent(struct meta_state *s, struct meta_partition *p, 
     e->raw_off = r->raw_off;
     e->raw_len = r->raw_len;
     e->pad_ = 0;
-    if (p->max_ts_ext < 0 || r->max_ts > p->ext[p->max_ts_ext].max_ts) {
+    if (newest) {
         p->max_ts_ext = (int32_t)p->n_ext;
+        p->max_ts = r->max_ts;
     }
     p->n_ext++;
     p->hwm += r->record_count;
@@ -1554,8 +1556,9 @@ int meta_state_deserialize(struct meta_state *s, const uint8_t *buf, size_t len,
                 x->ts_prefix_max = e == 0 || x->max_ts > part->ext[e - 1].ts_prefix_max
                                        ? x->max_ts
                                        : part->ext[e - 1].ts_prefix_max;
-                if (part->max_ts_ext < 0 || x->max_ts > part->ext[part->max_ts_ext].max_ts) {
+                if (part->max_ts_ext < 0 || x->max_ts > part->max_ts) {
                     part->max_ts_ext = (int32_t)e;
+                    part->max_ts = x->max_ts;
                 }
                 part->n_ext++;
             }

@@ -392,7 +392,32 @@ static void test_lookups(void **state)
     assert_int_equal(meta_partition_find_timestamp(p, 450), 3);
     assert_int_equal(meta_partition_find_timestamp(p, 501), -1);
     assert_int_equal(p->max_ts_ext, 3);
+    assert_int_equal(p->max_ts, 500);
+    assert_int_equal(p->ext[2].ts_prefix_max, 300);
+    assert_int_equal(p->ext[4].ts_prefix_max, 500);
     assert_string_equal(s.objects[p->ext[2].object].key, "o2");
+    /* A tie keeps the first extent holding the maximum; a larger one takes over. */
+    assert_int_equal(commit1(&s, &oc, id, 0, "o5", -1, -1, -1, 10, 500), 0);
+    assert_int_equal(p->max_ts_ext, 3);
+    assert_int_equal(p->ext[5].ts_prefix_max, 500);
+    assert_int_equal(commit1(&s, &oc, id, 0, "o6", -1, -1, -1, 10, 600), 0);
+    assert_int_equal(p->max_ts_ext, 6);
+    assert_int_equal(p->max_ts, 600);
+    /* A snapshot's state derives the same index. */
+    uint8_t *d;
+    size_t len;
+    assert_int_equal(meta_state_serialize(&s, &d, &len), 0);
+    struct meta_state c;
+    meta_state_init(&c, NULL);
+    const char *why = NULL;
+    assert_int_equal(meta_state_deserialize(&c, d, len, &why), 0);
+    const struct meta_partition *q = meta_state_partition(&c, &id, 0);
+    assert_int_equal(q->max_ts_ext, 6);
+    assert_int_equal(q->max_ts, 600);
+    assert_int_equal(q->ext[2].ts_prefix_max, 300);
+    assert_int_equal(q->ext[5].ts_prefix_max, 500);
+    free(d);
+    meta_state_free(&c);
     meta_state_free(&s);
 }
 

@@ -50,6 +50,7 @@ struct meta_partition {
     uint32_t cap_ext;        /* extents allocated */
     uint32_t gid;            /* state-wide partition number (producer state key) */
     int32_t max_ts_ext;      /* index of the first extent holding the largest timestamp, -1 */
+    int64_t max_ts;          /* that timestamp (ext[max_ts_ext].max_ts); when n_ext > 0 */
 };
 
 /* Kafka topic configs we accept; see state.c for types, ranges and defaults. */
