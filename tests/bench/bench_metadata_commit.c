@@ -1,7 +1,7 @@
 /*
  * Commit benchmark over the real RPC and journal: a metadata server runs in a child process (its
- * own libuv loop, journal in /tmp, fdatasync per group commit); the parent drives Commit requests
- * through the client library with 1, 100 and 1,000 partitions per commit and reports
+ * own libuv loop, journal in /tmp or --dir, fdatasync per group commit); the parent drives Commit
+ * requests through the client library with 1, 100 and 1,000 partitions per commit and reports
  *   - paced: 200 commits/s for a few seconds, latency p50/p99/max (the target: p99 <= 2 ms),
  *     after a 5 s probe of the disk itself in the same directory (appends of the size of one
  *     commit's journal record, measured over 40 commits just before, each with fdatasync, at
@@ -21,10 +21,11 @@
  * triggers (at 1,000 partitions per commit, one every few tens of seconds; use long runs).
  *
  * --snapshot-mbps N sets the service's snapshot.write.mbps (0: no limit). --parts N runs only
- * the runs with N partitions per commit (repeatable).
+ * the runs with N partitions per commit (repeatable). --dir DIR puts the data directory (journal,
+ * snapshots, disk probe) under DIR instead of /tmp, to measure another disk.
  *
  * usage: bench_metadata_commit [SECONDS_PER_RUN] [--overlap EXTENTS [--snapshot-bytes N]]
- *                              [--snapshot-mbps N] [--parts N]...
+ *                              [--snapshot-mbps N] [--parts N]... [--dir DIR]
  *        (default 3 s; 1, 100 and 1,000 partitions)
  */
 #include <dirent.h>
@@ -236,7 +237,7 @@ static size_t record_bytes(const char *dir)
 
 static void probe_disk(const char *dir, int n, size_t rec_len)
 {
-    char path[256];
+    char path[600];
     snprintf(path, sizeof(path), "%s/disk-probe", dir);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -354,6 +355,7 @@ int main(int argc, char **argv)
     uint64_t snap_bytes = 1;
     int parts[8] = {1, 100, 1000};
     int n_parts = 0;
+    const char *base = "/tmp";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--parts") == 0 && i + 1 < argc && n_parts < 8) {
             parts[n_parts++] = atoi(argv[++i]);
@@ -367,13 +369,19 @@ int main(int argc, char **argv)
             g_snapshot_mbps = atol(argv[++i]);
         } else if (strcmp(argv[i], "--snapshot-bytes") == 0 && i + 1 < argc) {
             snap_bytes = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
+            base = argv[++i];
         } else {
             seconds = atof(argv[i]);
         }
     }
-    char dir[64];
-    snprintf(dir, sizeof(dir), "/tmp/runnel-bench-commit-XXXXXX");
+    char dir[512];
+    if (snprintf(dir, sizeof(dir), "%s/runnel-bench-commit-XXXXXX", base) >= (int)sizeof(dir)) {
+        fprintf(stderr, "--dir: path too long\n");
+        return 2;
+    }
     if (mkdtemp(dir) == NULL) {
+        perror(dir);
         return 1;
     }
     int port = 20000 + getpid() % 20000;
@@ -422,7 +430,7 @@ int main(int argc, char **argv)
     waitpid(pid, NULL, 0);
     meta_client_close(g_cli);
     uv_run(&g_loop, UV_RUN_DEFAULT);
-    char cmd[128];
+    char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : 1;
 }
