@@ -363,6 +363,18 @@ static void test_idempotence(void **state)
     meta_state_free(&s);
 }
 
+/* Loads into `out` (not initialised) the snapshot of `s`, as start-up would. */
+static void via_snapshot(const struct meta_state *s, struct meta_state *out)
+{
+    uint8_t *d;
+    size_t len;
+    assert_int_equal(meta_state_serialize(s, &d, &len), 0);
+    meta_state_init(out, NULL);
+    const char *why = NULL;
+    assert_int_equal(meta_state_deserialize(out, d, len, &why), 0);
+    free(d);
+}
+
 static void test_lookups(void **state)
 {
     (void)state;
@@ -404,19 +416,13 @@ static void test_lookups(void **state)
     assert_int_equal(p->max_ts_ext, 6);
     assert_int_equal(p->max_ts, 600);
     /* A snapshot's state derives the same index. */
-    uint8_t *d;
-    size_t len;
-    assert_int_equal(meta_state_serialize(&s, &d, &len), 0);
     struct meta_state c;
-    meta_state_init(&c, NULL);
-    const char *why = NULL;
-    assert_int_equal(meta_state_deserialize(&c, d, len, &why), 0);
+    via_snapshot(&s, &c);
     const struct meta_partition *q = meta_state_partition(&c, &id, 0);
     assert_int_equal(q->max_ts_ext, 6);
     assert_int_equal(q->max_ts, 600);
     assert_int_equal(q->ext[2].ts_prefix_max, 300);
     assert_int_equal(q->ext[5].ts_prefix_max, 500);
-    free(d);
     meta_state_free(&c);
     meta_state_free(&s);
 }
@@ -634,13 +640,8 @@ static void test_big_partitions(void **state)
     for (int32_t p = 0; p < 2; p++) {
         check_big_partition(meta_state_partition(&s, &id, p), n);
     }
-    uint8_t *d;
-    size_t len;
-    assert_int_equal(meta_state_serialize(&s, &d, &len), 0);
     struct meta_state c;
-    meta_state_init(&c, NULL);
-    const char *why = NULL;
-    assert_int_equal(meta_state_deserialize(&c, d, len, &why), 0);
+    via_snapshot(&s, &c);
     for (uint32_t i = n; i < n + 6000; i++) {
         char key[32];
         snprintf(key, sizeof(key), "o%u-0", i);
@@ -650,7 +651,6 @@ static void test_big_partitions(void **state)
     check_big_partition(meta_state_partition(&c, &id, 1), n);
     assert_int_equal(meta_state_delete_topic(&c, "big", 3, NULL), 0);
     assert_int_equal(c.n_extents, 0);
-    free(d);
     meta_state_free(&s);
     meta_state_free(&c);
 }
