@@ -15,7 +15,8 @@ build_pkgs=(build-essential cmake pkg-config python3 clang libclang-rt-14-dev cl
 test_pkgs=(kcat librdkafka-dev python3-confluent-kafka python3-kafka curl
     python3-snappy python3-lz4 python3-zstandard
     radosgw ceph-mon ceph-osd ceph-common openssl postgresql haproxy prometheus systemd python3-yaml
-    fiu-utils libfiu-dev faketime hyperfine iproute2 procps psmisc)
+    fiu-utils libfiu-dev faketime hyperfine iproute2 procps psmisc
+    eatmydata) # eatmydata: the metadata benchmark's runs with fdatasync made free
 
 missing=()
 for p in "${build_pkgs[@]}" "${test_pkgs[@]}"; do
