@@ -18,11 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1610,7 +1608,7 @@ static void *meta__bg_main(void *arg)
         if (strcmp(j->crash_at, "snapshot-partial") == 0) {
             /* Test hook: the process dies while the temporary is half written. */
             (void)meta__write_snapshot_file(NULL, tmp, data, len / 2, j->bg_seq, 0, NULL);
-            kill(getpid(), SIGKILL);
+            meta__crash_point(j, "snapshot-partial");
         }
         rc = meta__write_snapshot_file(NULL, tmp, data, len, j->bg_seq, j->bg_rate, &j->bg_quit);
         if (rc != 0) {

@@ -827,6 +827,21 @@ static uint32_t meta__ext_next_cap(uint32_t cap, uint32_t gid)
 }
 
 /*
+ * Keeps the time index of `p` as extent `idx` (the next one, in offset order) with largest
+ * timestamp `max_ts` is added: the partition's largest timestamp and the first extent holding
+ * it. Returns the new extent's prefix maximum, which is that largest timestamp; it is read from
+ * the partition, not from the previous extent, whose cache line is cold at 1,000 partitions.
+ */
+static int64_t meta__ext_time_index(struct meta_partition *p, uint32_t idx, int64_t max_ts)
+{
+    if (idx == 0 || max_ts > p->max_ts) {
+        p->max_ts_ext = (int32_t)idx;
+        p->max_ts = max_ts;
+    }
+    return p->max_ts;
+}
+
+/*
  * Faults in unused extent capacity ahead of the appends, so that the loop does not take page
  * faults in bursts. A partition's array needs a new page every ~73 appends, and partitions
  * committed together fill up together: without this a 1,000-partition commit took 1,000 page
@@ -909,10 +924,7 @@ static void meta__append_extent(struct meta_state *s, struct meta_partition *p, 
     struct meta_extent *e = &p->ext[p->n_ext];
     e->base_offset = p->hwm;
     e->max_ts = r->max_ts;
-    /* The previous extent's prefix maximum is the partition's maximum: read from the partition,
-     * not from an extent that may no longer be in cache. */
-    bool newest = p->n_ext == 0 || r->max_ts > p->max_ts;
-    e->ts_prefix_max = newest ? r->max_ts : p->max_ts;
+    e->ts_prefix_max = meta__ext_time_index(p, p->n_ext, r->max_ts);
     e->chunk_off = (uint64_t)cp->chunk_off;
     e->chunk_len = (uint32_t)cp->chunk_len;
     e->object = obj;
@@ -920,10 +932,6 @@ static void meta__append_extent(struct meta_state *s, struct meta_partition *p, 
     e->raw_off = r->raw_off;
     e->raw_len = r->raw_len;
     e->pad_ = 0;
-    if (newest) {
-        p->max_ts_ext = (int32_t)p->n_ext;
-        p->max_ts = r->max_ts;
-    }
     p->n_ext++;
     p->hwm += r->record_count;
     s->n_extents++;
@@ -1553,13 +1561,7 @@ int meta_state_deserialize(struct meta_state *s, const uint8_t *buf, size_t len,
                 if (!r.err && (x->object >= s->n_objects || x->record_count == 0)) {
                     kp_reader_fail(&r, KP_ERR_INVALID, "extent refers to no object");
                 }
-                x->ts_prefix_max = e == 0 || x->max_ts > part->ext[e - 1].ts_prefix_max
-                                       ? x->max_ts
-                                       : part->ext[e - 1].ts_prefix_max;
-                if (part->max_ts_ext < 0 || x->max_ts > part->max_ts) {
-                    part->max_ts_ext = (int32_t)e;
-                    part->max_ts = x->max_ts;
-                }
+                x->ts_prefix_max = meta__ext_time_index(part, e, x->max_ts);
                 part->n_ext++;
             }
             s->n_extents += part->n_ext;

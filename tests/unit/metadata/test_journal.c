@@ -33,13 +33,19 @@ static void wait_durable(struct meta_journal *j, uint64_t seq)
     }
 }
 
-/* Waits (at most 20 s) for a background snapshot's thread to end, then reaps it: what
- * meta_journal_snapshot_poll said, with the reason of a failure in `why`. */
-static int wait_snapshot(struct meta_journal *j, char *why, size_t why_len)
+/* Waits (at most 20 s) for a background snapshot's thread to end, without reaping it. */
+static void wait_snapshot_thread(struct meta_journal *j)
 {
     for (int i = 0; i < 20000 && meta_journal_snapshot_running(j); i++) {
         usleep(1000);
     }
+}
+
+/* Waits for a background snapshot's thread to end, then reaps it: what
+ * meta_journal_snapshot_poll said, with the reason of a failure in `why`. */
+static int wait_snapshot(struct meta_journal *j, char *why, size_t why_len)
+{
+    wait_snapshot_thread(j);
     return meta_journal_snapshot_poll(j, why, why_len);
 }
 
@@ -484,10 +490,10 @@ static void remove_file(const char *dir, const char *name)
  * The states a crash leaves between a snapshot's rotation and the end of its deletes. Each is
  * built from a real run: a seed snapshot (generation 2), records, a background snapshot
  * (generation 3, rotation done, its thread finished but the install not asked for), more
- * records, then the
- * journal is closed, which is what the disk holds after a kill at that moment. The files are
- * then arranged as each later step would have left them, and every arrangement must reopen to
- * the same state with the same next sequence, leaving exactly the newest snapshot's files.
+ * records, then the journal is closed, which is what the disk holds after a kill at that moment.
+ * The files are then arranged as each later step would have left them, and every arrangement must
+ * reopen to the same state with the same next sequence, leaving exactly the newest snapshot's
+ * files.
  */
 static void test_crash_states(void **state)
 {
@@ -512,9 +518,7 @@ static void test_crash_states(void **state)
     assert_int_equal(rc, 0);
     assert_true(file_size(dir, gname("snapshot", 2)) > 0);
     uint64_t seq = drive(&s, j, "c", 30);
-    for (int i = 0; i < 20000 && meta_journal_snapshot_running(j); i++) {
-        usleep(1000);
-    }
+    wait_snapshot_thread(j);
     wait_durable(j, seq);
     meta_journal_close(j);
     /* Killed after the snapshot thread finished, before the rename. */
