@@ -6,6 +6,7 @@
 #ifndef RUNNEL_METADATA_INTERNAL_H
 #define RUNNEL_METADATA_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,5 +35,20 @@ void meta__get_str(struct kp_reader *r, const char **out, size_t *len);
 int64_t meta__now_ms(void);
 /* Monotonic nanoseconds. */
 uint64_t meta__mono_ns(void);
+
+/*
+ * The toucher (toucher.c): a thread that faults in queued ranges of the large extent arrays
+ * ahead of the appends. The loop queues ranges and brackets every move or unmap of an array
+ * with forget_begin/_end; meta__toucher_pages counts the pages it has read.
+ */
+struct meta_toucher;
+int meta__toucher_start(struct meta_toucher **out);
+void meta__toucher_stop(struct meta_toucher *t);
+/* Queues [start, end); false (nothing queued) when the queue is full. */
+bool meta__toucher_queue(struct meta_toucher *t, const void *start, const void *end);
+/* Drops what is queued in [start, start + len) and holds the toucher off until forget_end. */
+void meta__toucher_forget_begin(struct meta_toucher *t, const void *start, size_t len);
+void meta__toucher_forget_end(struct meta_toucher *t);
+uint64_t meta__toucher_pages(const struct meta_toucher *t);
 
 #endif

@@ -566,6 +566,12 @@ int meta_server_open(struct meta_server **out, uv_loop_t *loop, const struct met
     srv->startup_ms = (meta__mono_ns() - t0) / 1e6;
     if (rc == 0) {
         meta_journal_set_snapshot_rate(srv->journal, srv->opt.snapshot_write_rate);
+        /* After the replay, which faults its pages in itself: the loop's appends from here on
+         * find their pages ready (state.c, toucher.c). Without the thread they still work. */
+        int trc = meta_state_start_toucher(&srv->state);
+        if (trc != 0) {
+            rn_log(RN_LOG_WARN, "meta_toucher_failed", "error=\"%s\"", strerror(-trc));
+        }
     }
     if (rc == 0 && srv->state.mutations == 0 && srv->state.n_topics == 0 &&
         meta_journal_last_seq(srv->journal) == 0) {

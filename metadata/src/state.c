@@ -210,8 +210,8 @@ static void meta__ext_oom(size_t n)
 
 /* Resizes an extent array of capacity `old_cap` (NULL when 0) to `new_cap` > old_cap, keeping
  * its contents; never fails (aborts without memory, like kp_xrealloc). */
-static struct meta_extent *meta__ext_resize(struct meta_extent *old, uint32_t old_cap,
-                                            uint32_t new_cap)
+static struct meta_extent *meta__ext_resize(struct meta_toucher *tq, struct meta_extent *old,
+                                            uint32_t old_cap, uint32_t new_cap)
 {
     if (!meta__ext_mapped(new_cap)) {
         return kp_xrealloc(old, meta__ext_bytes(new_cap));
@@ -219,7 +219,13 @@ static struct meta_extent *meta__ext_resize(struct meta_extent *old, uint32_t ol
     size_t len = meta__ext_map_len(new_cap);
     void *p;
     if (old != NULL && meta__ext_mapped(old_cap)) {
+        if (tq != NULL) {
+            meta__toucher_forget_begin(tq, old, meta__ext_map_len(old_cap));
+        }
         p = mremap(old, meta__ext_map_len(old_cap), len, MREMAP_MAYMOVE);
+        if (tq != NULL) {
+            meta__toucher_forget_end(tq);
+        }
     } else {
         p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p != MAP_FAILED && old != NULL) {
@@ -233,13 +239,19 @@ static struct meta_extent *meta__ext_resize(struct meta_extent *old, uint32_t ol
     return p;
 }
 
-static void meta__ext_free(struct meta_extent *e, uint32_t cap)
+static void meta__ext_free(struct meta_toucher *tq, struct meta_extent *e, uint32_t cap)
 {
     if (e == NULL) {
         return;
     }
     if (meta__ext_mapped(cap)) {
+        if (tq != NULL) {
+            meta__toucher_forget_begin(tq, e, meta__ext_map_len(cap));
+        }
         munmap(e, meta__ext_map_len(cap));
+        if (tq != NULL) {
+            meta__toucher_forget_end(tq);
+        }
     } else {
         free(e);
     }
@@ -257,10 +269,10 @@ size_t meta_state_mapped_bytes(const struct meta_state *s)
     return n;
 }
 
-static void meta__topic_free(struct meta_topic *t)
+static void meta__topic_free(struct meta_toucher *tq, struct meta_topic *t)
 {
     for (uint32_t i = 0; i < t->n_parts; i++) {
-        meta__ext_free(t->parts[i].ext, t->parts[i].cap_ext);
+        meta__ext_free(tq, t->parts[i].ext, t->parts[i].cap_ext);
     }
     free(t->parts);
     free(t->name);
@@ -269,10 +281,22 @@ static void meta__topic_free(struct meta_topic *t)
     }
 }
 
+int meta_state_start_toucher(struct meta_state *s)
+{
+    return s->toucher != NULL ? 0 : meta__toucher_start(&s->toucher);
+}
+
+uint64_t meta_state_toucher_pages(const struct meta_state *s)
+{
+    return meta__toucher_pages(s->toucher);
+}
+
 void meta_state_free(struct meta_state *s)
 {
+    meta__toucher_stop(s->toucher);
+    s->toucher = NULL;
     for (uint32_t i = 0; i < s->n_topics; i++) {
-        meta__topic_free(&s->topics[i]);
+        meta__topic_free(NULL, &s->topics[i]);
     }
     free(s->topics);
     for (uint32_t i = 0; i < s->n_objects; i++) {
@@ -681,7 +705,7 @@ int16_t meta_state_delete_topic(struct meta_state *s, const char *name, size_t n
         s->n_extents -= part->n_ext;
     }
     size_t idx = (size_t)(t - s->topics);
-    meta__topic_free(t);
+    meta__topic_free(s->toucher, t);
     memmove(&s->topics[idx], &s->topics[idx + 1], sizeof(*t) * (s->n_topics - idx - 1));
     s->n_topics--;
     meta__rebuild_topic_index(s);
@@ -893,15 +917,33 @@ static void meta__ext_touch(struct meta_partition *p, uint32_t k)
     }
 }
 
-static void meta__ext_prefault(struct meta_partition *p)
+/*
+ * With a toucher (meta_state_start_toucher), both steps for a mapped array are its job instead:
+ * the loop queues each block at the same distance, and the toucher allocates it and reads every
+ * page of it, which spares the loop the trap as well (toucher.c). Heap arrays are not queued:
+ * malloc may give their memory back to the system. Whatever the queue refuses (full) is done
+ * here as without a toucher.
+ */
+static bool meta__ext_queue(struct meta_state *s, struct meta_partition *p, uint32_t from,
+                            uint32_t to)
+{
+    return s->toucher != NULL && meta__ext_mapped(p->cap_ext) && from < to &&
+           meta__toucher_queue(s->toucher, &p->ext[from], &p->ext[to]);
+}
+
+static void meta__ext_prefault(struct meta_state *s, struct meta_partition *p)
 {
     uint32_t k = p->n_ext + meta__ext_ahead(p);
     if (k < p->cap_ext &&
         ((uintptr_t)&p->ext[k] & (META_PREFAULT_BYTES - 1)) < sizeof(struct meta_extent)) {
-        uint32_t end = k + META_EXT_PER_BLOCK;
-        meta__ext_populate(p, k, end < p->cap_ext ? end : p->cap_ext);
+        uint32_t end = k + META_EXT_PER_BLOCK < p->cap_ext ? k + META_EXT_PER_BLOCK : p->cap_ext;
+        if (!meta__ext_queue(s, p, k, end)) {
+            meta__ext_populate(p, k, end);
+        }
     }
-    meta__ext_touch(p, p->n_ext + META_EXT_PER_PAGE + 1 + p->gid * 37 % META_EXT_PER_PAGE);
+    if (s->toucher == NULL || !meta__ext_mapped(p->cap_ext)) {
+        meta__ext_touch(p, p->n_ext + META_EXT_PER_PAGE + 1 + p->gid * 37 % META_EXT_PER_PAGE);
+    }
 }
 
 static void meta__append_extent(struct meta_state *s, struct meta_partition *p, uint32_t obj,
@@ -910,17 +952,24 @@ static void meta__append_extent(struct meta_state *s, struct meta_partition *p, 
 {
     if (p->n_ext == p->cap_ext) {
         uint32_t cap = meta__ext_next_cap(p->cap_ext, p->gid);
-        p->ext = meta__ext_resize(p->ext, p->cap_ext, cap);
+        p->ext = meta__ext_resize(s->toucher, p->ext, p->cap_ext, cap);
         p->cap_ext = cap;
         /* The blocks ahead were beyond the old capacity: allocate up to the distance and the
-         * block after it now, and touch the next two pages. */
+         * block after it now (or have the toucher do it past the next two pages), and touch the
+         * next two pages. A moved array's pages need their first user access again. */
         uint32_t ahead = p->n_ext + meta__ext_ahead(p) + META_EXT_PER_BLOCK;
-        meta__ext_populate(p, p->n_ext, ahead < cap ? ahead : cap);
+        uint32_t next = p->n_ext + 2 * META_EXT_PER_PAGE + 1;
+        ahead = ahead < cap ? ahead : cap;
+        next = next < ahead ? next : ahead;
+        if (!meta__ext_queue(s, p, next, ahead)) {
+            next = ahead;
+        }
+        meta__ext_populate(p, p->n_ext, next);
         for (uint32_t k = p->n_ext; k < cap && k <= p->n_ext + 2 * META_EXT_PER_PAGE; k++) {
             meta__ext_touch(p, k);
         }
     }
-    meta__ext_prefault(p);
+    meta__ext_prefault(s, p);
     struct meta_extent *e = &p->ext[p->n_ext];
     e->base_offset = p->hwm;
     e->max_ts = r->max_ts;
@@ -1545,7 +1594,7 @@ int meta_state_deserialize(struct meta_state *s, const uint8_t *buf, size_t len,
             /* Room to grow, different per partition (see meta__ext_next_cap). */
             uint64_t room = ne ? (uint64_t)ne + meta__mix(part->gid) % ((uint64_t)ne / 4 + 1) : 0;
             uint32_t cap = room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
-            part->ext = ne ? meta__ext_resize(NULL, 0, cap) : NULL;
+            part->ext = ne ? meta__ext_resize(s->toucher, NULL, 0, cap) : NULL;
             part->cap_ext = cap;
             for (uint32_t e = 0; e < ne && !r.err; e++) {
                 struct meta_extent *x = &part->ext[e];

@@ -620,13 +620,17 @@ static void check_big_partition(struct meta_partition *p, uint32_t n)
  * Extent arrays past 256 KiB live in their own mappings and grow with mremap, by a factor that
  * differs per partition: extents stay in order through many growths (heap to mapping, mapping
  * to mapping), survive a snapshot round trip (which sizes the arrays anew) and keep growing
- * after it; deleting the topic releases them (ASan checks the heap side).
+ * after it; deleting the topic releases them (ASan checks the heap side). With `toucher`, both
+ * states run the thread that faults pages in ahead, concurrently with the growths (moves) and
+ * the deletion (unmaps), and it must have read pages.
  */
-static void test_big_partitions(void **state)
+static void big_partitions(bool toucher)
 {
-    (void)state;
     struct meta_state s;
     meta_state_init(&s, NULL);
+    if (toucher) {
+        assert_int_equal(meta_state_start_toucher(&s), 0);
+    }
     struct kp_uuid id = make_topic(&s, "big", 3);
     struct one_commit oc;
     const uint32_t n = 12000; /* 12,000 x 56 bytes: past the 256 KiB mapping threshold */
@@ -642,6 +646,10 @@ static void test_big_partitions(void **state)
     }
     struct meta_state c;
     via_snapshot(&s, &c);
+    if (toucher) {
+        assert_true(meta_state_toucher_pages(&s) > 0);
+        assert_int_equal(meta_state_start_toucher(&c), 0);
+    }
     for (uint32_t i = n; i < n + 6000; i++) {
         char key[32];
         snprintf(key, sizeof(key), "o%u-0", i);
@@ -653,6 +661,18 @@ static void test_big_partitions(void **state)
     assert_int_equal(c.n_extents, 0);
     meta_state_free(&s);
     meta_state_free(&c);
+}
+
+static void test_big_partitions(void **state)
+{
+    (void)state;
+    big_partitions(false);
+}
+
+static void test_big_partitions_toucher(void **state)
+{
+    (void)state;
+    big_partitions(true);
 }
 
 static void test_extent_size(void **state)
@@ -675,6 +695,7 @@ int run_test_state(void)
         cmocka_unit_test(test_agents_leases),
         cmocka_unit_test(test_replay_determinism),
         cmocka_unit_test(test_big_partitions),
+        cmocka_unit_test(test_big_partitions_toucher),
         cmocka_unit_test(test_extent_size),
     };
     return cmocka_run_group_tests_name("state", tests, NULL, NULL);

@@ -181,6 +181,7 @@ struct meta_state {
     uint64_t mutations;               /* bumped by every change */
     uint64_t n_extents;               /* extents in all partitions */
     struct meta_groups *groups;       /* consumer groups (groups.h), NULL until first used */
+    struct meta_toucher *toucher;     /* faults extent pages in ahead; NULL: the appends do */
 };
 
 /* ---- life cycle ---- */
@@ -190,6 +191,15 @@ struct meta_state {
 void meta_state_init(struct meta_state *s, const uint8_t *seed);
 /* Frees everything the state owns. */
 void meta_state_free(struct meta_state *s);
+/*
+ * Starts a thread that faults in the pages of the large extent arrays ahead of the appends,
+ * which otherwise do it themselves (a page's first use is expensive on some virtual machines;
+ * see toucher.c). It only reads memory: the state stays a function of the operations applied.
+ * meta_state_free stops it. Returns 0 or -errno (the appends then keep doing it).
+ */
+int meta_state_start_toucher(struct meta_state *s);
+/* Pages the toucher has read so far (0 without one). */
+uint64_t meta_state_toucher_pages(const struct meta_state *s);
 /* Bytes of the extent arrays that are mappings of their own (the large ones) rather than heap
  * blocks: what malloc's statistics do not see. */
 size_t meta_state_mapped_bytes(const struct meta_state *s);
