@@ -46,9 +46,13 @@ int meta__toucher_start(struct meta_toucher **out);
 void meta__toucher_stop(struct meta_toucher *t);
 /* Queues [start, end); false (nothing queued) when the queue is full. */
 bool meta__toucher_queue(struct meta_toucher *t, const void *start, const void *end);
-/* Drops what is queued in [start, start + len) and holds the toucher off until forget_end. */
+/* Drops what is queued in [start, start + len) and holds the toucher off until forget_end;
+ * both do nothing for a NULL toucher. */
 void meta__toucher_forget_begin(struct meta_toucher *t, const void *start, size_t len);
 void meta__toucher_forget_end(struct meta_toucher *t);
 uint64_t meta__toucher_pages(const struct meta_toucher *t);
+/* madvise(MADV_POPULATE_WRITE) over the pages holding [start, end): 0, or -1 with errno (a
+ * kernel before 5.14, or no memory), in which case the caller's accesses fault them in. */
+int meta__populate(const void *start, const void *end);
 
 #endif

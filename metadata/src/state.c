@@ -219,13 +219,9 @@ static struct meta_extent *meta__ext_resize(struct meta_toucher *tq, struct meta
     size_t len = meta__ext_map_len(new_cap);
     void *p;
     if (old != NULL && meta__ext_mapped(old_cap)) {
-        if (tq != NULL) {
-            meta__toucher_forget_begin(tq, old, meta__ext_map_len(old_cap));
-        }
+        meta__toucher_forget_begin(tq, old, meta__ext_map_len(old_cap));
         p = mremap(old, meta__ext_map_len(old_cap), len, MREMAP_MAYMOVE);
-        if (tq != NULL) {
-            meta__toucher_forget_end(tq);
-        }
+        meta__toucher_forget_end(tq);
     } else {
         p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p != MAP_FAILED && old != NULL) {
@@ -245,13 +241,9 @@ static void meta__ext_free(struct meta_toucher *tq, struct meta_extent *e, uint3
         return;
     }
     if (meta__ext_mapped(cap)) {
-        if (tq != NULL) {
-            meta__toucher_forget_begin(tq, e, meta__ext_map_len(cap));
-        }
+        meta__toucher_forget_begin(tq, e, meta__ext_map_len(cap));
         munmap(e, meta__ext_map_len(cap));
-        if (tq != NULL) {
-            meta__toucher_forget_end(tq);
-        }
+        meta__toucher_forget_end(tq);
     } else {
         free(e);
     }
@@ -883,19 +875,14 @@ static int64_t meta__ext_time_index(struct meta_partition *p, uint32_t idx, int6
 #define META_PREFAULT_BYTES ((size_t)64 << 10)
 #define META_EXT_PER_BLOCK ((uint32_t)(META_PREFAULT_BYTES / sizeof(struct meta_extent)))
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
-
 /* Allocates the pages holding slots [from, to) of `p` (to <= cap_ext). */
 static void meta__ext_populate(struct meta_partition *p, uint32_t from, uint32_t to)
 {
     if (from >= to) {
         return;
     }
-    uintptr_t start = (uintptr_t)&p->ext[from] & ~(uintptr_t)4095;
     uintptr_t end = (uintptr_t)&p->ext[to];
-    if (madvise((void *)start, end - start, MADV_POPULATE_WRITE) != 0) {
+    if (meta__populate(&p->ext[from], &p->ext[to]) != 0) {
         for (uintptr_t a = (uintptr_t)&p->ext[from]; a < end; a = (a & ~(uintptr_t)4095) + 4096) {
             *(volatile uint8_t *)a = 0;
         }

@@ -59,6 +59,12 @@ struct meta_toucher {
     atomic_uint_least64_t pages;            /* pages read, for tests and benchmarks */
 };
 
+int meta__populate(const void *start, const void *end)
+{
+    uintptr_t a = (uintptr_t)start & ~(uintptr_t)4095;
+    return madvise((void *)a, (uintptr_t)end - a, MADV_POPULATE_WRITE);
+}
+
 /* Marks [a, b) busy, drops the mutex for the access (populate the range, or read byte a),
  * and takes it back. */
 static void meta__toucher_outside(struct meta_toucher *t, uintptr_t a, uintptr_t b, bool populate)
@@ -68,8 +74,7 @@ static void meta__toucher_outside(struct meta_toucher *t, uintptr_t a, uintptr_t
     if (populate) {
         /* The whole range at once: one call instead of a fault per page. A failure (a kernel
          * before 5.14) leaves the reads to fault the pages in. */
-        (void)madvise((void *)(a & ~(uintptr_t)4095), b - (a & ~(uintptr_t)4095),
-                      MADV_POPULATE_WRITE);
+        (void)meta__populate((const void *)a, (const void *)b);
     } else {
         (void)*(volatile const uint8_t *)a;
     }
@@ -171,6 +176,9 @@ static bool meta__range_overlaps(const struct meta__range *r, uintptr_t a, uintp
 
 void meta__toucher_forget_begin(struct meta_toucher *t, const void *start, size_t len)
 {
+    if (t == NULL) {
+        return;
+    }
     uintptr_t a = (uintptr_t)start;
     uintptr_t b = a + len;
     pthread_mutex_lock(&t->mu);
@@ -193,7 +201,9 @@ void meta__toucher_forget_begin(struct meta_toucher *t, const void *start, size_
 
 void meta__toucher_forget_end(struct meta_toucher *t)
 {
-    pthread_mutex_unlock(&t->mu);
+    if (t != NULL) {
+        pthread_mutex_unlock(&t->mu);
+    }
 }
 
 uint64_t meta__toucher_pages(const struct meta_toucher *t)
